@@ -1,0 +1,154 @@
+"""Avro records on the wire, with fastavro; tensors as raw little-endian bytes numpy can view.
+
+Every record is framed with Avro's single-object encoding (0xC3 0x01, then the 8-byte
+CRC-64-AVRO fingerprint of the writer's schema), so a reader knows which schema wrote a
+record: it refuses records of a schema it does not know, and resolves records written with
+an older version of its own schema (schema evolution) instead of misreading them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from streamlattice.config import REPO_ROOT
+from streamlattice.errors import InvalidEvent
+
+SCHEMA_DIR = REPO_ROOT / "schemas"
+MAGIC = b"\xc3\x01"
+HEADER_LEN = len(MAGIC) + 8
+# Named types other schemas refer to; parsed first.
+SHARED_TYPES = ("tensor",)
+
+Record = dict[str, Any]
+
+
+def load_schema_json(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """The JSON of schemas/<name>.avsc."""
+    return json.loads((schema_dir / f"{name}.avsc").read_text())  # type: ignore[no-any-return]
+
+
+def parse(schema_json: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """Parse a schema that may refer to the shared named types in `schema_dir`."""
+    named: dict[str, Any] = {}
+    for shared in SHARED_TYPES:
+        parse_schema(load_schema_json(shared, schema_dir), named_schemas=named)
+    return parse_schema(schema_json, named_schemas=named)  # type: ignore[no-any-return]
+
+
+def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
+    """The 8-byte CRC-64-AVRO fingerprint of a parsed schema, as single-object encoding frames it."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+class RecordCodec:
+    """Encodes with one schema and decodes records written by it or by any schema it is told of."""
+
+    def __init__(self, schema: dict[str, Any], older: Iterable[dict[str, Any]] = ()) -> None:
+        self.schema = schema
+        self.name: str = schema["name"]
+        self.fingerprint = schema_fingerprint(schema)
+        self._header = MAGIC + self.fingerprint
+        # writer fingerprint -> writer schema; our own needs no resolution.
+        self._writers: dict[bytes, dict[str, Any] | None] = {self.fingerprint: None}
+        for old in older:
+            self._writers[schema_fingerprint(old)] = old
+
+    @classmethod
+    def named(cls, name: str) -> RecordCodec:
+        """The codec of schemas/<name>.avsc."""
+        return cls(parse(load_schema_json(name)))
+
+    def encode(self, record: Record) -> bytes:
+        """One framed record."""
+        buf = io.BytesIO()
+        buf.write(self._header)
+        schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, value: bytes) -> Record:
+        """One framed record; InvalidEvent if the bytes are not one we can read."""
+        if value is None or len(value) < HEADER_LEN or value[:2] != MAGIC:
+            raise InvalidEvent("undecodable", f"not an Avro single-object {self.name} record")
+        fp = value[2:HEADER_LEN]
+        if fp not in self._writers:
+            raise InvalidEvent(
+                "schema", f"written with unknown schema fingerprint {fp.hex()}, not {self.name}"
+            )
+        writer = self._writers[fp]
+        buf = io.BytesIO(value)
+        buf.seek(HEADER_LEN)
+        try:
+            if writer is None:
+                rec = schemaless_reader(buf, self.schema, None)
+            else:
+                rec = schemaless_reader(buf, writer, self.schema)
+        except Exception as e:  # fastavro raises many types on corrupt input
+            raise InvalidEvent("undecodable", f"corrupt {self.name} record: {e}") from None
+        if buf.tell() != len(value):
+            raise InvalidEvent(
+                "undecodable", f"{len(value) - buf.tell()} trailing bytes after {self.name} record"
+            )
+        return rec  # type: ignore[return-value]
+
+
+# ---- tensors ---------------------------------------------------------------------------
+
+
+def tensor_record(array: np.ndarray) -> Record:
+    """A Tensor record of `array`, little-endian and C-ordered."""
+    a = np.ascontiguousarray(array)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def tensor_view(record: Record) -> np.ndarray:
+    """A read-only numpy view of a Tensor record's bytes: no copy."""
+    dtype = np.dtype(record["dtype"]).newbyteorder("<")
+    return np.frombuffer(record["data"], dtype=dtype).reshape(record["shape"])
+
+
+def stack_tensors(records: Sequence[Record], dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray:
+    """One [n, *shape] array of tensors already checked to have `dtype` and `shape`.
+
+    The bytes are joined once in C and viewed by numpy: one copy for the whole batch,
+    never a numpy object or a copy per event.
+    """
+    joined = b"".join([r["data"] for r in records])
+    return np.frombuffer(joined, dtype=dtype.newbyteorder("<")).reshape((len(records), *shape))
+
+
+@dataclass(frozen=True)
+class Codecs:
+    """The codecs of the three record kinds a worker and the SDK handle."""
+
+    event: RecordCodec
+    result: RecordCodec
+    dead_letter: RecordCodec
+
+    @classmethod
+    def load(cls) -> Codecs:
+        """Parse the schemas under schemas/ (once per process: keep the instance)."""
+        return cls(
+            RecordCodec.named("event"), RecordCodec.named("result"), RecordCodec.named("dead_letter")
+        )
+
+
+_CODECS: Codecs | None = None
+
+
+def codecs() -> Codecs:
+    """The process-wide codecs, parsed on first use."""
+    global _CODECS
+    if _CODECS is None:
+        _CODECS = Codecs.load()
+    return _CODECS

@@ -1,0 +1,209 @@
+"""The lattice layout, read from lattice.toml: regions, their partitions and latencies, and tasks."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamlattice.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "lattice.toml"
+DEFAULT_BOOTSTRAP = "localhost:9092"
+INPUT_KINDS = ("tensor", "text")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region owns a contiguous block of every task topic's partitions."""
+
+    name: str
+    partitions: int
+    first_partition: int
+    carbon_intensity: float  # gCO2/kWh assumed until a power source reports a live value
+
+    @property
+    def block(self) -> range:
+        """The partition numbers of this region's block."""
+        return range(self.first_partition, self.first_partition + self.partitions)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A kind of inference: the model that serves it and the limits of its events."""
+
+    name: str
+    model: Path
+    builder: str | None  # "module:function" that writes the model file
+    input: str  # "tensor" or "text"
+    dtype: str
+    shape: tuple[int, ...]
+    max_batch: int
+    max_wait_ms: float
+    max_event_bytes: int
+    postprocess: str | None  # "module:function" mapping model outputs to labels and scores
+    watts: float  # power drawn while inferring, for energy estimates
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
+        """The numpy dtype events of this task must carry."""
+        return np.dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """The whole layout; topic names derive from `namespace`."""
+
+    namespace: str
+    regions: tuple[Region, ...]
+    tasks: dict[str, Task]
+    latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def total_partitions(self) -> int:
+        """Partitions of every task topic: the sum of the regions' blocks."""
+        return sum(r.partitions for r in self.regions)
+
+    def region(self, name: str) -> Region:
+        """The region called `name`, or a ConfigError that lists the known ones."""
+        for r in self.regions:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.regions)
+        raise ConfigError(f"unknown region {name!r} (lattice.toml has: {known})")
+
+    def task(self, name: str) -> Task:
+        """The task called `name`, or a ConfigError that lists the known ones."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks))
+            raise ConfigError(f"unknown task {name!r} (lattice.toml has: {known})") from None
+
+    def region_of_partition(self, partition: int) -> Region:
+        """The region whose block holds `partition`."""
+        for r in self.regions:
+            if partition in r.block:
+                return r
+        raise ConfigError(f"partition {partition} is outside every region's block")
+
+    def events_topic(self, task: str) -> str:
+        """Topic the task's events are published to."""
+        return f"{self.namespace}.events.{task}"
+
+    def results_topic(self, task: str) -> str:
+        """Topic the task's results are published to."""
+        return f"{self.namespace}.results.{task}"
+
+    def dlq_topic(self, task: str) -> str:
+        """Topic the task's refused events are dead-lettered to."""
+        return f"{self.namespace}.dlq.{task}"
+
+    def group_id(self, task: str) -> str:
+        """Consumer group of the task's workers."""
+        return f"{self.namespace}.workers.{task}"
+
+    @property
+    def heartbeats_topic(self) -> str:
+        """Compacted topic of node heartbeats, keyed by node id."""
+        return f"{self.namespace}.lattice.heartbeats"
+
+    @property
+    def placement_topic(self) -> str:
+        """Compacted topic of placement plans, keyed by task."""
+        return f"{self.namespace}.lattice.placement"
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Which lattice.toml to read: the argument, $STREAMLATTICE_CONFIG, ./lattice.toml, the repo's."""
+    if path is not None:
+        return Path(path)
+    if env := os.environ.get("STREAMLATTICE_CONFIG"):
+        return Path(env)
+    local = Path("lattice.toml")
+    return local if local.exists() else DEFAULT_CONFIG
+
+
+def load_lattice(path: str | os.PathLike[str] | None = None) -> Lattice:
+    """Read and check a lattice.toml."""
+    p = config_path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p} not found (pass --config or set STREAMLATTICE_CONFIG)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    return parse_lattice(raw, base_dir=p.resolve().parent, source=p)
+
+
+def parse_lattice(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Lattice:
+    """Build a Lattice from parsed TOML; relative model paths are relative to `base_dir`."""
+    where = str(source or "lattice.toml")
+    meta = raw.get("lattice", {})
+    namespace = str(meta.get("namespace", "sl"))
+    if not namespace or any(c in namespace for c in " /\\"):
+        raise ConfigError(f"{where}: [lattice] namespace {namespace!r} is not a valid topic prefix")
+
+    raw_regions = raw.get("regions")
+    if not raw_regions:
+        raise ConfigError(f"{where}: no [regions.<name>] tables; declare at least one region")
+    regions: list[Region] = []
+    first = 0
+    for name, spec in raw_regions.items():
+        n = int(spec.get("partitions", 4))
+        if n < 1:
+            raise ConfigError(f"{where}: region {name!r} needs partitions >= 1, got {n}")
+        carbon = float(spec.get("carbon_intensity", 400.0))
+        regions.append(Region(name, n, first, carbon))
+        first += n
+
+    names = {r.name for r in regions}
+    latency: dict[tuple[str, str], float] = {}
+    for a, row in raw.get("latency_ms", {}).items():
+        for b, ms in row.items():
+            if a not in names or b not in names:
+                raise ConfigError(f"{where}: latency_ms names unknown region {a!r} or {b!r}")
+            latency[(a, b)] = latency[(b, a)] = float(ms)
+    for r in regions:
+        latency.setdefault((r.name, r.name), 0.0)
+
+    tasks = {name: _parse_task(name, spec, base_dir, where) for name, spec in raw.get("tasks", {}).items()}
+    return Lattice(namespace, tuple(regions), tasks, latency, source)
+
+
+def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> Task:
+    if "model" not in spec:
+        raise ConfigError(f"{where}: task {name!r} has no model path")
+    kind = spec.get("input", "tensor")
+    if kind not in INPUT_KINDS:
+        raise ConfigError(f"{where}: task {name!r} input must be one of {INPUT_KINDS}, got {kind!r}")
+    dtype = str(spec.get("dtype", "float32"))
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise ConfigError(f"{where}: task {name!r} has unknown dtype {dtype!r}") from None
+    model = Path(spec["model"])
+    return Task(
+        name=name,
+        model=model if model.is_absolute() else base_dir / model,
+        builder=spec.get("builder"),
+        input=kind,
+        dtype=dtype,
+        shape=tuple(int(d) for d in spec.get("shape", ())),
+        max_batch=int(spec.get("max_batch", 256)),
+        max_wait_ms=float(spec.get("max_wait_ms", 20)),
+        max_event_bytes=int(spec.get("max_event_bytes", 1 << 20)),
+        postprocess=spec.get("postprocess"),
+        watts=float(spec.get("watts", 15.0)),
+    )
+
+
+def bootstrap_from_env(value: str | None = None) -> str:
+    """The Kafka address: the argument, $STREAMLATTICE_BOOTSTRAP, or localhost:9092."""
+    return value or os.environ.get("STREAMLATTICE_BOOTSTRAP") or DEFAULT_BOOTSTRAP

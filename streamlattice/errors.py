@@ -1,0 +1,49 @@
+"""The one exception hierarchy of streamlattice: every message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class StreamLatticeError(Exception):
+    """Base of every error streamlattice raises on purpose."""
+
+
+class ConfigError(StreamLatticeError):
+    """lattice.toml (or a flag) is missing, malformed or inconsistent."""
+
+
+class BrokerUnavailable(StreamLatticeError):
+    """No Kafka broker answered at the bootstrap address."""
+
+    def __init__(self, bootstrap: str, detail: str = "") -> None:
+        hint = "start one with `streamlattice broker start`, or pass --bootstrap / STREAMLATTICE_BOOTSTRAP"
+        msg = f"Kafka broker at {bootstrap} unreachable ({hint})"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.bootstrap = bootstrap
+
+
+class DevBrokerError(StreamLatticeError):
+    """The local dev broker could not be installed, started or stopped."""
+
+
+class TopicMissing(StreamLatticeError):
+    """A lattice topic does not exist on the broker."""
+
+
+class InvalidEvent(StreamLatticeError):
+    """An event failed decoding or validation; `kind` classifies it for the DLQ."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+class PayloadTooLarge(InvalidEvent):
+    """An encoded event is larger than its task allows."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("oversize", reason)
+
+
+class InferenceTimeout(StreamLatticeError, TimeoutError):
+    """No result arrived for a request within its timeout."""

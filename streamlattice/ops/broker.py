@@ -1,0 +1,348 @@
+"""The dev broker: real Apache Kafka in KRaft mode, from jars Maven resolves once, no Docker.
+
+A cluster lives in one data dir: `cluster.json` (ports, process ids, cluster id) and one
+folder per node (its properties, KRaft log dirs and server log). Starting again on the same
+data dir keeps the data; stopping sends SIGTERM, which Kafka answers with a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streamlattice.config import REPO_ROOT
+from streamlattice.errors import DevBrokerError
+from streamlattice.kafka import KafkaSettings, wait_for_brokers
+
+KAFKA_VERSION = "3.9.2"
+POM = Path(__file__).with_name("kafka") / "pom.xml"
+DEFAULT_PORT = 9092
+STATE_FILE = "cluster.json"
+
+
+def cache_dir() -> Path:
+    """Where downloaded jars and built models live: $STREAMLATTICE_CACHE or .cache in the repo."""
+    return Path(os.environ.get("STREAMLATTICE_CACHE", REPO_ROOT / ".cache"))
+
+
+def default_data_dir() -> Path:
+    """The dev broker's data dir: $STREAMLATTICE_HOME/broker or .streamlattice/broker in the repo."""
+    return Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice")) / "broker"
+
+
+def require_tool(name: str, what: str) -> str:
+    """The path of `name` on PATH, or a DevBrokerError saying how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise DevBrokerError(f"`{name}` not found on PATH: {what}")
+    return path
+
+
+def install_jars(progress: Callable[[str], None] = print) -> Path:
+    """The folder of Kafka's jars, resolved from Maven Central on first use."""
+    target = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    require_tool("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    mvn = require_tool("mvn", "install Maven (e.g. `apt-get install maven`) to resolve Kafka's jars")
+    progress(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (once)...")
+    target.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        raise DevBrokerError("Maven could not resolve Kafka's jars:\n" + "\n".join(tail))
+    marker.write_text(KAFKA_VERSION)
+    progress(f"Kafka jars ready ({len(list(target.glob('*.jar')))} jars)")
+    return target
+
+
+@dataclass
+class Node:
+    """One KRaft node (broker and controller in one JVM)."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    pid: int | None = None
+
+
+@dataclass
+class ClusterState:
+    """What `cluster.json` remembers about a dev cluster."""
+
+    cluster_id: str
+    nodes: list[Node]
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address of every node."""
+        return ",".join(f"localhost:{n.port}" for n in self.nodes)
+
+    def save(self, data_dir: Path) -> None:
+        """Write the state beside the nodes' folders."""
+        (data_dir / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> ClusterState | None:
+        """The saved state, or None for a data dir that never held a cluster."""
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(raw["cluster_id"], [Node(**n) for n in raw["nodes"]])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on `port` on this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port the OS considers free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def is_our_process(pid: int | None, data_dir: Path) -> bool:
+    """Whether `pid` is alive and is a Kafka JVM of this data dir (not a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "kafka.Kafka" in cmdline and str(data_dir) in cmdline
+
+
+def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
+    n = len(state.nodes)
+    replication = min(n, 3)
+    min_isr = 2 if n >= 3 else 1
+    voters = ",".join(f"{x.node_id}@localhost:{x.controller_port}" for x in state.nodes)
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://localhost:{node.port},CONTROLLER://localhost:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://localhost:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": node_dir / "logs",
+        "num.partitions": 1,
+        "default.replication.factor": replication,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replication,
+        "transaction.state.log.replication.factor": replication,
+        "transaction.state.log.min.isr": min_isr,
+        # Topics come from `streamlattice topics init`; a typo must not create one.
+        "auto.create.topics.enable": "false",
+        # A dev cluster: a new group's first member should not wait 3 s for company.
+        "group.initial.rebalance.delay.ms": 0,
+        "offsets.topic.num.partitions": 12,
+        "log.segment.bytes": 64 * 1024 * 1024,
+        "log.retention.hours": 24,
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={path}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+"""
+
+
+def _new_cluster_id() -> str:
+    # Kafka's Uuid.toString: URL-safe base64 of 16 random bytes, unpadded.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str]) -> list[str]:
+    java = require_tool("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    return [
+        java, f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 256)}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{node_dir / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={node_dir}", "-cp", f"{jars}/*", *main,
+    ]
+
+
+def _log_tail(node_dir: Path, lines: int = 20) -> str:
+    for name in ("server.out", "server.log"):
+        path = node_dir / name
+        if path.exists() and path.stat().st_size:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log written)"
+
+
+def start(
+    data_dir: Path,
+    port: int | None = None,
+    nodes: int = 1,
+    heap_mb: int | None = None,
+    timeout_s: float = 120.0,
+    progress: Callable[[str], None] = print,
+) -> ClusterState:
+    """Start (or find running) the dev cluster of `data_dir`; returns once every broker answers."""
+    if nodes not in (1, 3):
+        raise DevBrokerError(f"--nodes must be 1 or 3, got {nodes}")
+    data_dir = data_dir.resolve()
+    state = ClusterState.load(data_dir)
+    if state and all(is_our_process(n.pid, data_dir) for n in state.nodes):
+        progress(f"broker already running at {state.bootstrap} (data dir {data_dir})")
+        return state
+    if state and any(is_our_process(n.pid, data_dir) for n in state.nodes):
+        stop(data_dir, progress=progress)
+    if state and len(state.nodes) != nodes:
+        raise DevBrokerError(
+            f"{data_dir} holds a {len(state.nodes)}-node cluster; start it with --nodes "
+            f"{len(state.nodes)} or use another --data-dir"
+        )
+    jars = install_jars(progress)
+    if state is None or port is not None:
+        base = port or DEFAULT_PORT
+        old = {n.node_id: n for n in state.nodes} if state else {}
+        state = ClusterState(
+            state.cluster_id if state else _new_cluster_id(),
+            [
+                Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port())
+                for i in range(nodes)
+            ],
+        )
+    for n in state.nodes:
+        for p, what in ((n.port, "broker"), (n.controller_port, "controller")):
+            if not port_is_free(p):
+                raise DevBrokerError(
+                    f"port {p} ({what} of node {n.node_id}) is taken: another broker may be running "
+                    "(`streamlattice broker status`), or choose another --port"
+                )
+    heap = heap_mb or (512 if nodes == 1 else 384)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[Node, subprocess.Popen[bytes], Path]] = []
+    for n in state.nodes:
+        node_dir = data_dir / f"node-{n.node_id}"
+        node_dir.mkdir(exist_ok=True)
+        props = node_dir / "server.properties"
+        props.write_text(_properties(n, state, node_dir))
+        (node_dir / "log4j.properties").write_text(LOG4J.format(path=node_dir / "server.log"))
+        if not (node_dir / "logs" / "meta.properties").exists():
+            fmt = _java_command(jars, 256, node_dir, ["kafka.tools.StorageTool", "format",
+                                                      "-t", state.cluster_id, "-c", str(props)])
+            done = subprocess.run(fmt, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise DevBrokerError(f"formatting KRaft storage of node {n.node_id} failed:\n"
+                                     + (done.stdout + done.stderr)[-2000:])
+        with open(node_dir / "server.out", "wb") as out:
+            proc = subprocess.Popen(
+                _java_command(jars, heap, node_dir, ["kafka.Kafka", str(props)]),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        n.pid = proc.pid
+        procs.append((n, proc, node_dir))
+    state.save(data_dir)
+    progress(f"starting {nodes} Kafka {KAFKA_VERSION} node(s) in {data_dir} ...")
+
+    def check(node: Node, proc: subprocess.Popen[bytes], node_dir: Path) -> Callable[[], None]:
+        def alive() -> None:
+            if proc.poll() is not None:
+                raise DevBrokerError(
+                    f"Kafka node {node.node_id} exited with code {proc.returncode}; its log ends:\n"
+                    + _log_tail(node_dir)
+                )
+        return alive
+
+    try:
+        asyncio.run(wait_for_brokers(
+            KafkaSettings(bootstrap=state.bootstrap, client_id="streamlattice-broker"),
+            nodes, timeout_s, [check(*p) for p in procs],
+        ))
+    except BaseException:
+        stop(data_dir, progress=lambda _: None)
+        raise
+    progress(f"broker ready at {state.bootstrap}")
+    return state
+
+
+def stop(data_dir: Path, timeout_s: float = 60.0, progress: Callable[[str], None] = print) -> bool:
+    """Stop every node of `data_dir`'s cluster cleanly (SIGKILL after `timeout_s`); False if none ran."""
+    data_dir = data_dir.resolve()
+    state = ClusterState.load(data_dir)
+    if state is None:
+        progress(f"no broker was ever started in {data_dir}")
+        return False
+    running = [n for n in state.nodes if is_our_process(n.pid, data_dir)]
+    for n in running:
+        assert n.pid is not None
+        os.kill(n.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(is_our_process(n.pid, data_dir) for n in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for n in running:
+        if is_our_process(n.pid, data_dir):
+            assert n.pid is not None
+            progress(f"node {n.node_id} did not stop within {timeout_s:.0f}s; killing it")
+            os.kill(n.pid, signal.SIGKILL)
+    for n in state.nodes:
+        n.pid = None
+    state.save(data_dir)
+    progress(f"stopped {len(running)} node(s) of {data_dir}" if running else f"no broker running in {data_dir}")
+    return bool(running)
+
+
+def kill_node(data_dir: Path, node_id: int) -> None:
+    """SIGKILL one node, as a crash would (for fault tests)."""
+    state = ClusterState.load(data_dir.resolve())
+    for n in state.nodes if state else []:
+        if n.node_id == node_id and is_our_process(n.pid, data_dir.resolve()):
+            assert n.pid is not None
+            os.kill(n.pid, signal.SIGKILL)
+            return
+    raise DevBrokerError(f"node {node_id} of {data_dir} is not running")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node as `broker status` shows it."""
+
+    node_id: int
+    port: int
+    pid: int | None
+    running: bool
+
+
+def status(data_dir: Path) -> list[NodeStatus]:
+    """Each node of `data_dir`'s cluster and whether its process runs; empty if none was started."""
+    data_dir = data_dir.resolve()
+    state = ClusterState.load(data_dir)
+    if state is None:
+        return []
+    return [NodeStatus(n.node_id, n.port, n.pid, is_our_process(n.pid, data_dir)) for n in state.nodes]
