@@ -33,7 +33,8 @@ Record = dict[str, Any]
 
 def load_schema_json(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
     """The JSON of schemas/<name>.avsc."""
-    return json.loads((schema_dir / f"{name}.avsc").read_text())  # type: ignore[no-any-return]
+    schema: dict[str, Any] = json.loads((schema_dir / f"{name}.avsc").read_text())
+    return schema
 
 
 def parse(schema_json: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def parse(schema_json: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> dict[st
     named: dict[str, Any] = {}
     for shared in SHARED_TYPES:
         parse_schema(load_schema_json(shared, schema_dir), named_schemas=named)
-    return parse_schema(schema_json, named_schemas=named)  # type: ignore[no-any-return]
+    parsed: dict[str, Any] = parse_schema(schema_json, named_schemas=named)  # type: ignore[assignment]
+    return parsed
 
 
 def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
@@ -80,9 +82,7 @@ class RecordCodec:
             raise InvalidEvent("undecodable", f"not an Avro single-object {self.name} record")
         fp = value[2:HEADER_LEN]
         if fp not in self._writers:
-            raise InvalidEvent(
-                "schema", f"written with unknown schema fingerprint {fp.hex()}, not {self.name}"
-            )
+            raise InvalidEvent("schema", f"written with unknown schema fingerprint {fp.hex()}, not {self.name}")
         writer = self._writers[fp]
         buf = io.BytesIO(value)
         buf.seek(HEADER_LEN)
@@ -94,9 +94,7 @@ class RecordCodec:
         except Exception as e:  # fastavro raises many types on corrupt input
             raise InvalidEvent("undecodable", f"corrupt {self.name} record: {e}") from None
         if buf.tell() != len(value):
-            raise InvalidEvent(
-                "undecodable", f"{len(value) - buf.tell()} trailing bytes after {self.name} record"
-            )
+            raise InvalidEvent("undecodable", f"{len(value) - buf.tell()} trailing bytes after {self.name} record")
         return rec  # type: ignore[return-value]
 
 
@@ -138,9 +136,7 @@ class Codecs:
     @classmethod
     def load(cls) -> Codecs:
         """Parse the schemas under schemas/ (once per process: keep the instance)."""
-        return cls(
-            RecordCodec.named("event"), RecordCodec.named("result"), RecordCodec.named("dead_letter")
-        )
+        return cls(RecordCodec.named("event"), RecordCodec.named("result"), RecordCodec.named("dead_letter"))
 
 
 _CODECS: Codecs | None = None

@@ -47,6 +47,7 @@ class Task:
     max_wait_ms: float
     max_event_bytes: int
     postprocess: str | None  # "module:function" mapping model outputs to labels and scores
+    generator: str | None  # "module:function" making sample payloads for the load generator
     watts: float  # power drawn while inferring, for energy estimates
 
     @property
@@ -200,6 +201,7 @@ def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> 
         max_wait_ms=float(spec.get("max_wait_ms", 20)),
         max_event_bytes=int(spec.get("max_event_bytes", 1 << 20)),
         postprocess=spec.get("postprocess"),
+        generator=spec.get("generator"),
         watts=float(spec.get("watts", 15.0)),
     )
 

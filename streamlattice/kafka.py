@@ -7,6 +7,7 @@ security, timeouts and the "broker unreachable" message are decided once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -90,10 +91,8 @@ async def start_client(client: Any, settings: KafkaSettings) -> None:
 
 async def _close_quietly(client: Any) -> None:
     close = getattr(client, "stop", None) or client.close
-    try:
+    with contextlib.suppress(KafkaError, OSError, RuntimeError):
         await close()
-    except (KafkaError, OSError, RuntimeError):
-        pass
 
 
 async def broker_count(settings: KafkaSettings) -> int:
@@ -107,9 +106,7 @@ async def broker_count(settings: KafkaSettings) -> int:
         await admin.close()
 
 
-async def wait_for_brokers(
-    settings: KafkaSettings, count: int, timeout_s: float, alive: Iterable[Any] = ()
-) -> None:
+async def wait_for_brokers(settings: KafkaSettings, count: int, timeout_s: float, alive: Iterable[Any] = ()) -> None:
     """Wait until the cluster lists `count` brokers; `alive` are callables that raise if a process died."""
     deadline = time.monotonic() + timeout_s
     # aiokafka logs every refused connection at ERROR; while a broker boots that is expected.
@@ -132,7 +129,7 @@ async def _wait(settings: KafkaSettings, count: int, deadline: float, alive: Ite
             if n >= count:
                 return
             last = f"{n} of {count} brokers registered"
-        except (BrokerUnavailable, KafkaError, asyncio.TimeoutError) as e:
+        except (TimeoutError, BrokerUnavailable, KafkaError) as e:
             last = str(e) or type(e).__name__
         await asyncio.sleep(0.5)
     raise StreamLatticeError(f"cluster at {settings.bootstrap} not ready in time: {last}")

@@ -60,8 +60,15 @@ def install_jars(progress: Callable[[str], None] = print) -> Path:
     progress(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (once)...")
     target.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={KAFKA_VERSION}",
+        f"-DoutputDirectory={target}",
+        "-DincludeScope=runtime",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -190,9 +197,17 @@ def _new_cluster_id() -> str:
 def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str]) -> list[str]:
     java = require_tool("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     return [
-        java, f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 256)}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{node_dir / 'log4j.properties'}",
-        f"-Dkafka.logs.dir={node_dir}", "-cp", f"{jars}/*", *main,
+        java,
+        f"-Xmx{heap_mb}m",
+        f"-Xms{min(heap_mb, 256)}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{node_dir / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={node_dir}",
+        "-cp",
+        f"{jars}/*",
+        *main,
     ]
 
 
@@ -233,10 +248,7 @@ def start(
         old = {n.node_id: n for n in state.nodes} if state else {}
         state = ClusterState(
             state.cluster_id if state else _new_cluster_id(),
-            [
-                Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port())
-                for i in range(nodes)
-            ],
+            [Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port()) for i in range(nodes)],
         )
     for n in state.nodes:
         for p, what in ((n.port, "broker"), (n.controller_port, "controller")):
@@ -255,16 +267,21 @@ def start(
         props.write_text(_properties(n, state, node_dir))
         (node_dir / "log4j.properties").write_text(LOG4J.format(path=node_dir / "server.log"))
         if not (node_dir / "logs" / "meta.properties").exists():
-            fmt = _java_command(jars, 256, node_dir, ["kafka.tools.StorageTool", "format",
-                                                      "-t", state.cluster_id, "-c", str(props)])
+            fmt = _java_command(
+                jars, 256, node_dir, ["kafka.tools.StorageTool", "format", "-t", state.cluster_id, "-c", str(props)]
+            )
             done = subprocess.run(fmt, capture_output=True, text=True)
             if done.returncode != 0:
-                raise DevBrokerError(f"formatting KRaft storage of node {n.node_id} failed:\n"
-                                     + (done.stdout + done.stderr)[-2000:])
+                raise DevBrokerError(
+                    f"formatting KRaft storage of node {n.node_id} failed:\n" + (done.stdout + done.stderr)[-2000:]
+                )
         with open(node_dir / "server.out", "wb") as out:
             proc = subprocess.Popen(
                 _java_command(jars, heap, node_dir, ["kafka.Kafka", str(props)]),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         n.pid = proc.pid
         procs.append((n, proc, node_dir))
@@ -278,13 +295,18 @@ def start(
                     f"Kafka node {node.node_id} exited with code {proc.returncode}; its log ends:\n"
                     + _log_tail(node_dir)
                 )
+
         return alive
 
     try:
-        asyncio.run(wait_for_brokers(
-            KafkaSettings(bootstrap=state.bootstrap, client_id="streamlattice-broker"),
-            nodes, timeout_s, [check(*p) for p in procs],
-        ))
+        asyncio.run(
+            wait_for_brokers(
+                KafkaSettings(bootstrap=state.bootstrap, client_id="streamlattice-broker"),
+                nodes,
+                timeout_s,
+                [check(*p) for p in procs],
+            )
+        )
     except BaseException:
         stop(data_dir, progress=lambda _: None)
         raise

@@ -1,0 +1,5 @@
+"""`python -m streamlattice` is the `streamlattice` command."""
+
+from streamlattice.ops.cli import main
+
+main()

@@ -1,0 +1,328 @@
+"""The producer SDK and result subscribers: publish events, read results, or ask and await an answer.
+
+Usable from any asyncio program:
+
+    async with LatticeProducer() as producer:
+        event_id = await producer.publish("sensor", "eu-west", "machine-7", window)
+    async with ResultSubscriber("sensor", regions=["eu-west"]) as results:
+        async for result in results:
+            print(result.event_id, result.label, result.score)
+    async with LatticeClient() as client:
+        result = await client.infer("sensor", "eu-west", window, timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamlattice.codec import Record, codecs, tensor_record, tensor_view
+from streamlattice.config import Lattice, load_lattice
+from streamlattice.errors import InferenceTimeout, InvalidEvent
+from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.partitioning import partition_for
+from streamlattice.topics import require_topics
+from streamlattice.validation import check_size, check_tensor_header
+
+Payload = np.ndarray | str
+
+
+def now_us() -> int:
+    """Wall-clock time in microseconds since the epoch (the unit of every record timestamp)."""
+    return time.time_ns() // 1000
+
+
+class _AsyncService:
+    """`async with` support for classes with `start` and `stop`."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class LatticeProducer(_AsyncService):
+    """Publishes events into their region's block of `sl.events.<task>` (idempotent, acks=all)."""
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        lattice: Lattice | None = None,
+        settings: KafkaSettings | None = None,
+        **producer_options: Any,
+    ) -> None:
+        self.lattice = lattice or load_lattice()
+        self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-producer")
+        self._producer: AIOKafkaProducer = make_producer(self.settings, **producer_options)
+        self._codec = codecs().event
+        self._checked_topics: set[str] = set()
+
+    async def start(self) -> None:
+        """Connect to the cluster."""
+        await start_client(self._producer, self.settings)
+
+    async def stop(self) -> None:
+        """Deliver what is buffered and disconnect."""
+        await self._producer.stop()
+
+    def encode(
+        self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
+    ) -> tuple[str, int, bytes]:
+        """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task."""
+        spec = self.lattice.task(task)
+        reg = self.lattice.region(region)
+        event_id = uuid.uuid4().hex
+        record: Record = {
+            "event_id": event_id,
+            "event_time_us": event_time_us or now_us(),
+            "region": region,
+            "task": task,
+            "source_id": source_id,
+            "tensor": None,
+            "text": None,
+        }
+        if isinstance(payload, str):
+            if spec.input != "text":
+                raise InvalidEvent("shape", f"task {task!r} takes a {spec.dtype} tensor, not text")
+            record["text"] = payload
+        else:
+            if spec.input != "tensor":
+                raise InvalidEvent("shape", f"task {task!r} takes text, not a tensor")
+            array = np.asarray(payload)
+            check_tensor_header(spec, array.dtype.name, array.shape)
+            record["tensor"] = tensor_record(array)
+        value = self._codec.encode(record)
+        check_size(spec, len(value))
+        return event_id, partition_for(reg, source_id.encode()), value
+
+    async def submit(
+        self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
+    ) -> tuple[str, asyncio.Future[Any]]:
+        """Enqueue one event; returns its id and a future that resolves when the cluster has it.
+
+        Awaiting this waits only while the producer's buffer is full: that is the back-pressure.
+        """
+        event_id, partition, value = self.encode(task, region, source_id, payload, event_time_us)
+        delivery = await self.send_encoded(self.lattice.events_topic(task), source_id, partition, value)
+        return event_id, delivery
+
+    async def send_encoded(self, topic: str, source_id: str, partition: int, value: bytes) -> asyncio.Future[Any]:
+        """Enqueue an event `encode` made; returns its delivery future."""
+        if topic not in self._checked_topics:
+            await require_topics(self.settings, [topic])
+            self._checked_topics.add(topic)
+        return await self._producer.send(topic, value, key=source_id.encode(), partition=partition)
+
+    async def publish(
+        self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
+    ) -> str:
+        """Publish one event and wait until every in-sync replica has it; returns the event id."""
+        event_id, delivery = await self.submit(task, region, source_id, payload, event_time_us)
+        await delivery
+        return event_id
+
+    async def flush(self) -> None:
+        """Wait until every submitted event is delivered."""
+        await self._producer.flush()
+
+
+@dataclass(frozen=True)
+class Result:
+    """A decoded result record, with when it reached this subscriber."""
+
+    event_id: str
+    task: str
+    region: str
+    source_id: str
+    node_id: str
+    model_name: str
+    model_version: str
+    label: str | None
+    score: float | None
+    outputs: dict[str, np.ndarray]
+    event_time_us: int
+    consumed_us: int
+    inferred_us: int
+    produced_us: int
+    energy_j: float
+    carbon_g: float
+    received_us: int
+    partition: int
+
+    @classmethod
+    def from_record(cls, rec: Record, partition: int, received_us: int) -> Result:
+        """A Result of a decoded Avro record."""
+        outputs = {name: tensor_view(t) for name, t in rec.pop("outputs").items()}
+        return cls(outputs=outputs, received_us=received_us, partition=partition, **rec)
+
+    @property
+    def latency_ms(self) -> float:
+        """End to end: from the event's time to this subscriber receiving the result."""
+        return (self.received_us - self.event_time_us) / 1000
+
+
+def result_partitions(lattice: Lattice, task: str, regions: Iterable[str] | None) -> list[TopicPartition]:
+    """The results-topic partitions of `regions`' blocks (all regions when None)."""
+    topic = lattice.results_topic(task)
+    chosen = [lattice.region(r) for r in regions] if regions else list(lattice.regions)
+    return [TopicPartition(topic, p) for r in chosen for p in r.block]
+
+
+class ResultSubscriber(_AsyncService):
+    """An async iterator over the results of a task, from some or all regions' blocks."""
+
+    def __init__(
+        self,
+        task: str,
+        regions: Iterable[str] | None = None,
+        bootstrap: str | None = None,
+        lattice: Lattice | None = None,
+        settings: KafkaSettings | None = None,
+        from_beginning: bool = False,
+    ) -> None:
+        self.lattice = lattice or load_lattice()
+        self.lattice.task(task)
+        self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-subscriber")
+        self.partitions = result_partitions(self.lattice, task, regions)
+        self.from_beginning = from_beginning
+        self._consumer: AIOKafkaConsumer = make_consumer(self.settings)
+        self._codec = codecs().result
+
+    async def start(self) -> None:
+        """Connect and position at the end (or the beginning) of the chosen blocks."""
+        await require_topics(self.settings, [self.partitions[0].topic])
+        await start_client(self._consumer, self.settings)
+        self._consumer.assign(self.partitions)
+        if self.from_beginning:
+            await self._consumer.seek_to_beginning(*self.partitions)
+        else:
+            await self._consumer.seek_to_end(*self.partitions)
+        for tp in self.partitions:  # resolve the positions now, before anything is published
+            await self._consumer.position(tp)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def batches(self, timeout_ms: int = 200) -> AsyncIterator[list[Result]]:
+        """Results as they arrive, a fetch at a time; an empty list when `timeout_ms` passes quietly."""
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
+            received = now_us()
+            yield [
+                Result.from_record(self._codec.decode(m.value), m.partition, received)
+                for msgs in fetched.values()
+                for m in msgs
+            ]
+
+    async def __aiter__(self) -> AsyncIterator[Result]:
+        async for batch in self.batches():
+            for result in batch:
+                yield result
+
+
+class LatticeClient(_AsyncService):
+    """Request/response over Kafka: publish an event, await the result with the same event id."""
+
+    def __init__(
+        self, bootstrap: str | None = None, lattice: Lattice | None = None, settings: KafkaSettings | None = None
+    ) -> None:
+        self.lattice = lattice or load_lattice()
+        self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-client")
+        self.producer = LatticeProducer(lattice=self.lattice, settings=self.settings)
+        self._consumer: AIOKafkaConsumer = make_consumer(self.settings)
+        self._codec = codecs().result
+        self._assigned: set[TopicPartition] = set()
+        self._waiting: dict[str, asyncio.Future[Result]] = {}
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect the producer and the result reader."""
+        await self.producer.start()
+        await start_client(self._consumer, self.settings)
+        self._reader = asyncio.create_task(self._read(), name="lattice-client-results")
+
+    async def stop(self) -> None:
+        """Stop reading and disconnect; pending requests fail."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for fut in self._waiting.values():
+            fut.cancel()
+        await self._consumer.stop()
+        await self.producer.stop()
+
+    async def infer(
+        self, task: str, region: str, payload: Payload, timeout: float = 10.0, source_id: str | None = None
+    ) -> Result:
+        """The result of one event, or InferenceTimeout if none arrives within `timeout` seconds."""
+        source = source_id or f"client-{uuid.uuid4().hex[:8]}"
+        event_id, partition, value = self.producer.encode(task, region, source, payload)
+        # The result lands in the same partition number of the results topic: read it from its
+        # current end, fixed before the event is published so the answer cannot slip past.
+        await self._follow(TopicPartition(self.lattice.results_topic(task), partition))
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = fut
+        try:
+            topic = self.lattice.events_topic(task)
+            delivery = await self.producer.send_encoded(topic, source, partition, value)
+            await asyncio.wait_for(delivery, timeout)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"no result for event {event_id} of task {task!r} in region {region!r} within {timeout:g}s "
+                f"(is a worker running? `streamlattice worker --task {task} --region {region}`)"
+            ) from None
+        finally:
+            self._waiting.pop(event_id, None)
+
+    async def _follow(self, tp: TopicPartition) -> None:
+        if tp in self._assigned:
+            return
+        async with self._lock:
+            if tp in self._assigned:
+                return
+            await require_topics(self.settings, [tp.topic])
+            positions = {old: await self._consumer.position(old) for old in self._assigned}
+            self._assigned.add(tp)
+            self._consumer.assign(list(self._assigned))
+            for old, offset in positions.items():
+                self._consumer.seek(old, offset)
+            await self._consumer.seek_to_end(tp)
+            await self._consumer.position(tp)
+
+    async def _read(self) -> None:
+        while True:
+            if not self._assigned:
+                await asyncio.sleep(0.02)
+                continue
+            async with self._lock:
+                fetched = await self._consumer.getmany(timeout_ms=50)
+            received = now_us()
+            for msgs in fetched.values():
+                for m in msgs:
+                    rec = self._codec.decode(m.value)
+                    fut = self._waiting.get(rec["event_id"])
+                    if fut is not None and not fut.done():
+                        fut.set_result(Result.from_record(rec, m.partition, received))

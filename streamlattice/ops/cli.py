@@ -1,0 +1,407 @@
+"""The `streamlattice` command: a thin shell over the library; every verb has --help."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from streamlattice.config import Lattice, bootstrap_from_env, load_lattice
+from streamlattice.errors import BrokerUnavailable, StreamLatticeError
+from streamlattice.kafka import KafkaSettings
+
+T = TypeVar("T")
+
+
+class State:
+    """What the group options resolve to, shared with every verb."""
+
+    def __init__(self, bootstrap: str | None, config: str | None) -> None:
+        self.bootstrap = bootstrap_from_env(bootstrap)
+        self.config = config
+        self._lattice: Lattice | None = None
+
+    @property
+    def lattice(self) -> Lattice:
+        """The lattice layout, read on first use."""
+        if self._lattice is None:
+            self._lattice = load_lattice(self.config)
+        return self._lattice
+
+    def settings(self, client_id: str = "streamlattice-cli") -> KafkaSettings:
+        """Kafka settings for a client of this command."""
+        return KafkaSettings(bootstrap=self.bootstrap, client_id=client_id)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning our errors into one line and an exit code, never a traceback."""
+    try:
+        return asyncio.run(coro)
+    except StreamLatticeError as e:
+        raise click.ClickException(str(e)) from None
+    except KafkaConnectionError as e:
+        raise click.ClickException(str(BrokerUnavailable(bootstrap_from_env(), str(e)))) from None
+    except KafkaError as e:
+        raise click.ClickException(f"Kafka error: {e}") from None
+
+
+def errors_as_messages(fn: Callable[..., T]) -> Callable[..., T]:
+    """Report StreamLatticeError from a synchronous verb as one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except StreamLatticeError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT (Ctrl-C): the graceful path of every long-running verb."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--bootstrap", envvar="STREAMLATTICE_BOOTSTRAP", help="Kafka bootstrap address [localhost:9092].")
+@click.option("--config", envvar="STREAMLATTICE_CONFIG", help="lattice.toml to use [./lattice.toml, else the repo's].")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.version_option(package_name="streamlattice")
+@click.pass_context
+def cli(ctx: click.Context, bootstrap: str | None, config: str | None, log_level: str) -> None:
+    """streamlattice: power-aware ONNX inference on Apache Kafka.
+
+    Start a dev broker, create the topics, run workers, publish load, read results:
+
+    \b
+      streamlattice broker start
+      streamlattice topics init
+      streamlattice worker --task sensor --region eu-west &
+      streamlattice produce --task sensor --rate 200 --count 2000
+      streamlattice results --task sensor --follow
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
+    ctx.obj = State(bootstrap, config)
+
+
+# ---- broker ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def broker() -> None:
+    """Run a local Apache Kafka (KRaft) for development and tests; no Docker needed."""
+
+
+def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from streamlattice.ops.broker import default_data_dir
+
+    return click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=default_data_dir,
+        show_default=".streamlattice/broker",
+        help="Where the broker keeps its data; one cluster per data dir.",
+    )(fn)
+
+
+@broker.command("start")
+@click.option("--port", type=int, help="Client port of the first node [9092, or the port it had].")
+@click.option(
+    "--nodes", type=click.IntRange(1, 3), default=1, show_default=True, help="1, or 3 for a replicated cluster."
+)
+@click.option("--heap-mb", type=int, help="JVM heap per node [512 for 1 node, 384 for 3].")
+@_data_dir_option
+@errors_as_messages
+def broker_start(port: int | None, nodes: int, heap_mb: int | None, data_dir: Path) -> None:
+    """Start the dev broker in the background; returns once it answers, printing its address."""
+    from streamlattice.ops import broker as dev
+
+    if nodes == 2:
+        raise click.BadParameter("a KRaft quorum wants 1 or 3 nodes", param_hint="--nodes")
+    state = dev.start(data_dir, port=port, nodes=nodes, heap_mb=heap_mb, progress=lambda m: click.echo(m, err=True))
+    click.echo(state.bootstrap)
+
+
+@broker.command("stop")
+@_data_dir_option
+@errors_as_messages
+def broker_stop(data_dir: Path) -> None:
+    """Stop the dev broker of a data dir cleanly."""
+    from streamlattice.ops import broker as dev
+
+    dev.stop(data_dir, progress=click.echo)
+
+
+@broker.command("status")
+@_data_dir_option
+@errors_as_messages
+def broker_status(data_dir: Path) -> None:
+    """Show the dev broker's nodes; exit 1 if none is running."""
+    from streamlattice.ops import broker as dev
+
+    nodes = dev.status(data_dir)
+    if not nodes:
+        click.echo(f"no broker in {data_dir} (start one with `streamlattice broker start`)")
+        sys.exit(1)
+    for n in nodes:
+        state = click.style("running", fg="green") if n.running else click.style("stopped", fg="red")
+        click.echo(f"node {n.node_id}  localhost:{n.port}  pid {n.pid or '-'}  {state}")
+    if not any(n.running for n in nodes):
+        sys.exit(1)
+
+
+@broker.command("install")
+@errors_as_messages
+def broker_install() -> None:
+    """Resolve Kafka's jars with Maven into the cache (start does this on first use)."""
+    from streamlattice.ops import broker as dev
+
+    click.echo(dev.install_jars(progress=lambda m: click.echo(m, err=True)))
+
+
+# ---- topics ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Manage the lattice's topics."""
+
+
+@topics.command("init")
+@pass_state
+def topics_init(state: State) -> None:
+    """Create every topic lattice.toml implies; safe to run again."""
+    from streamlattice.topics import ensure_topics
+
+    reports = run_async(ensure_topics(state.settings(), state.lattice))
+    for r in reports:
+        mark = click.style("created", fg="green") if r.action == "created" else "found  "
+        click.echo(f"{mark} {r.name} ({r.partitions} partitions)")
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def models() -> None:
+    """Build the example models."""
+
+
+@models.command("build")
+@click.option("--task", "tasks", multiple=True, help="Only these tasks [all with a builder].")
+@click.option("--force", is_flag=True, help="Rebuild even if the model file exists.")
+@pass_state
+@errors_as_messages
+def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
+    """Build every task's model from the code and data in the repo."""
+    from streamlattice.models import ensure_model, file_version
+
+    for name in tasks or tuple(state.lattice.tasks):
+        task = state.lattice.task(name)
+        if task.builder is None:
+            click.echo(f"{name}: no builder, uses {task.model}")
+            continue
+        if force and task.model.exists():
+            task.model.unlink()
+        started = time.monotonic()
+        ensure_model(task, progress=click.echo)
+        click.echo(f"{name}: {task.model} version {file_version(task.model)} ({time.monotonic() - started:.1f}s)")
+
+
+# ---- worker ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task to serve, as named in lattice.toml.")
+@click.option("--region", required=True, help="Region this node runs in.")
+@click.option("--node-id", help="Stable id of this node [region-host-pid].")
+@click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime intra-op threads.")
+@click.option(
+    "--providers", default="cpu", show_default=True, help="Execution providers in order of preference, e.g. cuda,cpu."
+)
+@pass_state
+def worker(state: State, task: str, region: str, node_id: str | None, threads: int, providers: str) -> None:
+    """Serve a task in a region: consume events, infer micro-batches, publish results.
+
+    SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
+    """
+    from streamlattice.worker.runtime import Worker
+
+    names = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+    chosen = tuple(names.get(p.strip().lower(), p.strip()) for p in providers.split(",") if p.strip())
+
+    async def serve() -> None:
+        w = Worker(state.lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await w.run(stop)
+
+    run_async(serve())
+
+
+# ---- produce --------------------------------------------------------------------------------
+
+
+def _regions(state: State, regions: str | None) -> list[str]:
+    names = [r.strip() for r in regions.split(",")] if regions else [r.name for r in state.lattice.regions]
+    for r in names:
+        state.lattice.region(r)
+    return names
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task whose events to publish.")
+@click.option("--rate", type=float, help="Events per second [as fast as the broker takes them].")
+@click.option("--count", type=int, help="Stop after this many events.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--regions", help="Comma-separated regions to spread events over [all].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample generator.")
+@pass_state
+def produce(
+    state: State,
+    task: str,
+    rate: float | None,
+    count: int | None,
+    duration: float | None,
+    regions: str | None,
+    seed: int,
+) -> None:
+    """Publish generated events for a task (a load generator with a progress bar)."""
+    from streamlattice.client import LatticeProducer
+    from streamlattice.ops.loadgen import run_load
+
+    try:
+        names = _regions(state, regions)
+        state.lattice.task(task)
+    except StreamLatticeError as e:
+        raise click.ClickException(str(e)) from None
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with LatticeProducer(lattice=state.lattice, settings=state.settings("streamlattice-produce")) as p:
+            if count is not None:
+                with click.progressbar(length=count, label=f"publishing {task}", file=sys.stderr) as bar:
+                    report = await run_load(p, task, names, rate, count, duration, seed, stop, bar.update)
+            else:
+                report = await run_load(p, task, names, rate, count, duration, seed, stop)
+        per = ", ".join(f"{r}={n}" for r, n in report.by_region.items())
+        click.echo(
+            f"published {report.sent} events in {report.seconds:.1f}s "
+            f"({report.sent / max(report.seconds, 1e-9):.0f}/s): {per}"
+        )
+
+    run_async(go())
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+def format_result(r: Any) -> str:
+    """One line of a result for people."""
+    score = "-" if r.score is None else f"{r.score:8.3f}"
+    label = r.label or "-"
+    if label == "anomaly":
+        label = click.style(label, fg="red", bold=True)
+    return (
+        f"{r.region:<10} p{r.partition:<3} {r.source_id:<14} {label:<8} score {score}  "
+        f"{r.latency_ms:7.1f} ms  {r.node_id}  {r.event_id[:8]}"
+    )
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task whose results to read.")
+@click.option("--region", "regions", multiple=True, help="Only this region's block (repeatable) [all].")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new results as they arrive.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest retained result [--follow starts now].")
+@click.option("--limit", type=int, help="Stop after this many results.")
+@pass_state
+def results(
+    state: State, task: str, regions: tuple[str, ...], follow: bool, from_beginning: bool, limit: int | None
+) -> None:
+    """Print a task's results: those retained (default) or, with --follow, new ones as they arrive."""
+    from streamlattice.client import ResultSubscriber
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        sub = ResultSubscriber(
+            task,
+            regions or None,
+            lattice=state.lattice,
+            settings=state.settings("streamlattice-results"),
+            from_beginning=from_beginning or not follow,
+        )
+        shown = 0
+        async with sub:
+            async for batch in sub.batches(timeout_ms=1000):
+                for r in batch:
+                    click.echo(format_result(r))
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+                if stop.is_set() or (not batch and not follow):
+                    break
+        if not follow:
+            click.echo(f"{shown} result(s)", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(go())
+
+
+# ---- demo -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of load before it stops.")
+@click.option("--rate", type=float, default=150.0, show_default=True, help="Events per second across regions.")
+@click.option("--task", default="sensor", show_default=True, help="Task to demonstrate.")
+@pass_state
+def demo(state: State, duration: float, rate: float, task: str) -> None:
+    """Broker, topics, a worker per region, a load generator and live results, then a summary.
+
+    Uses --bootstrap if given, else starts a dev broker in .streamlattice/demo-broker and
+    stops it at the end. Ctrl-C stops everything it started. Exit code 0 only if results
+    arrived from every region.
+    """
+    from streamlattice.ops.demo import run_demo
+
+    try:
+        ok = run_demo(state.lattice, task, duration, rate, explicit_bootstrap=_explicit_bootstrap())
+    except StreamLatticeError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(0 if ok else 1)
+
+
+def _explicit_bootstrap() -> str | None:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    value = root.params.get("bootstrap")
+    return str(value) if value else None
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="streamlattice")

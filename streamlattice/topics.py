@@ -1,0 +1,99 @@
+"""The lattice's topics, derived from lattice.toml, and their idempotent creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka.admin import NewTopic
+from aiokafka.errors import for_code
+
+from streamlattice.config import Lattice
+from streamlattice.errors import StreamLatticeError, TopicMissing
+from streamlattice.kafka import KafkaSettings, make_admin, start_client
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the lattice needs: its name, partitions and configs."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def lattice_topics(lattice: Lattice) -> list[TopicSpec]:
+    """Every topic of the layout, tasks first."""
+    n = lattice.total_partitions
+    specs: list[TopicSpec] = []
+    for task in lattice.tasks:
+        specs += [
+            TopicSpec(lattice.events_topic(task), n),
+            TopicSpec(lattice.results_topic(task), n),
+            # Same layout as the events, so a dead letter stays in its region's block.
+            TopicSpec(lattice.dlq_topic(task), n),
+        ]
+    compacted = {"cleanup.policy": "compact"}
+    specs += [
+        TopicSpec(lattice.heartbeats_topic, 3, compacted),
+        TopicSpec(lattice.placement_topic, 1, compacted),
+    ]
+    return specs
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    """What `topics init` did with one topic."""
+
+    name: str
+    partitions: int
+    action: str  # "created" or "found"
+
+
+async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[TopicReport]:
+    """Create the layout's missing topics and check the existing ones; safe to run again."""
+    admin = make_admin(settings)
+    await start_client(admin, settings)
+    try:
+        cluster = await admin.describe_cluster()
+        replication = min(3, len(cluster["brokers"]))
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        specs = lattice_topics(lattice)
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs) for s in missing]
+            )
+            for name, code, *rest in resp.topic_errors:
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    detail = rest[0] if rest and rest[0] else for_code(code).__name__
+                    raise StreamLatticeError(f"could not create topic {name}: {detail}")
+        reports: list[TopicReport] = []
+        for s in specs:
+            have = existing.get(s.name)
+            if have is not None and have < s.partitions:
+                raise StreamLatticeError(
+                    f"topic {s.name} has {have} partitions but lattice.toml needs {s.partitions}; "
+                    "partitions cannot shrink or be reassigned to regions in place: use a new namespace"
+                )
+            reports.append(TopicReport(s.name, have or s.partitions, "found" if have else "created"))
+        return reports
+    finally:
+        await admin.close()
+
+
+async def require_topics(settings: KafkaSettings, names: list[str]) -> dict[str, int]:
+    """Partition counts of `names`; TopicMissing naming the command that creates them."""
+    admin = make_admin(settings)
+    await start_client(admin, settings)
+    try:
+        found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["error_code"] == 0}
+    finally:
+        await admin.close()
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise TopicMissing(
+            f"topic(s) {', '.join(missing)} missing on {settings.bootstrap} (run `streamlattice topics init`)"
+        )
+    return found

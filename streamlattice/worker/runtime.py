@@ -1,0 +1,386 @@
+"""The worker loop: consume a micro-batch, validate, infer in a thread, produce, then commit.
+
+Two stages overlap: while ONNX Runtime works on batch k in a thread, the event loop
+collects and validates batch k+1; a second task publishes each batch's results (and dead
+letters) in order and commits its offsets only once every one of them is acknowledged.
+Nothing is committed before its result is durable, so a crash loses nothing (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.structs import ConsumerRecord
+
+from streamlattice.assignor import Member, region_assignor
+from streamlattice.batching import BatchPolicy
+from streamlattice.client import now_us
+from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
+from streamlattice.config import Lattice, Task
+from streamlattice.errors import ConfigError, InvalidEvent
+from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.models import LoadedModel, import_path, load_model
+from streamlattice.partitioning import partition_for
+from streamlattice.topics import require_topics
+from streamlattice.validation import check_event, check_size, non_finite_rows
+
+log = logging.getLogger(__name__)
+
+Postprocess = Callable[[dict[str, np.ndarray]], tuple[list[str | None], np.ndarray | None]]
+ERROR_HEADER = "sl.error.reason"
+KIND_HEADER = "sl.error.kind"
+# Batches in flight between the collecting and publishing stages: enough to overlap
+# inference with Kafka I/O, few enough that a rebalance drains quickly.
+PIPELINE_DEPTH = 2
+
+
+def default_node_id(region: str) -> str:
+    """A node id unique on this machine: region, host and process."""
+    return f"{region}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerStats:
+    """Running totals a worker logs and reports."""
+
+    consumed: int = 0
+    produced: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    infer_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        """One log line of the totals."""
+        up = max(time.monotonic() - self.started, 1e-9)
+        mean = self.consumed / self.batches if self.batches else 0.0
+        return (
+            f"consumed={self.consumed} produced={self.produced} dead_lettered={self.dead_lettered} "
+            f"rate={self.produced / up:.0f}/s mean_batch={mean:.1f}"
+        )
+
+
+@dataclass
+class Batch:
+    """One micro-batch on its way through the pipeline."""
+
+    generation: int
+    offsets: dict[TopicPartition, int]  # next offset to commit, per partition
+    consumed_us: int
+    accepted: list[tuple[ConsumerRecord[bytes, bytes], Record]]
+    rejected: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
+    inference: asyncio.Future[dict[str, np.ndarray]] | None = None
+    infer_started: float = 0.0
+
+
+class Worker:
+    """A node of a task's worker group in one region."""
+
+    def __init__(
+        self,
+        lattice: Lattice,
+        task: str,
+        region: str,
+        node_id: str | None = None,
+        settings: KafkaSettings | None = None,
+        threads: int = 1,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
+        self.lattice = lattice
+        self.task: Task = lattice.task(task)
+        self.region = lattice.region(region)
+        self.node_id = node_id or default_node_id(region)
+        self.settings = (settings or KafkaSettings.from_env()).with_client_id(f"sl-worker-{self.node_id}")
+        self.policy = BatchPolicy(self.task.max_batch, self.task.max_wait_ms)
+        self.threads = threads
+        self.providers = providers
+        self.stats = WorkerStats()
+        self.generation = 0
+        self.model: LoadedModel | None = None
+        self._codecs = codecs()
+        self._postprocess: Postprocess | None = import_path(self.task.postprocess) if self.task.postprocess else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.task.name}")
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        self._consumer: AIOKafkaConsumer | None = None
+        self.ready = asyncio.Event()
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def load(self) -> LoadedModel:
+        """Load the model and warm it up, so the first real batch is not an outlier."""
+        model = load_model(self.task, self.threads, self.providers)
+        for n in sorted({1, self.task.max_batch}):
+            model.run(self._zeros(n))
+        self.model = model
+        return model
+
+    def _zeros(self, n: int) -> np.ndarray:
+        if self.task.input == "text":
+            return np.array(["warm up"] * n, dtype=object)
+        return np.zeros((n, *self.task.shape), dtype=self.task.np_dtype)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then drain in-flight batches, commit and leave the group."""
+        lt = self.lattice
+        topics = [lt.events_topic(self.task.name), lt.results_topic(self.task.name), lt.dlq_topic(self.task.name)]
+        await require_topics(self.settings, topics)
+        model = self.model
+        if model is None:
+            model = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        log.info("node %s: model %s@%s on %s", self.node_id, model.name, model.version, ",".join(model.providers))
+        producer = make_producer(self.settings, linger_ms=1)
+        consumer = make_consumer(
+            self.settings,
+            group_id=lt.group_id(self.task.name),
+            partition_assignment_strategy=(region_assignor(lt, Member(self.node_id, self.region.name)),),
+            max_poll_records=self.task.max_batch,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self._consumer = consumer
+        await start_client(producer, self.settings)
+        try:
+            await start_client(consumer, self.settings)
+        except BaseException:
+            await producer.stop()
+            raise
+        consumer.subscribe([topics[0]], listener=_DrainOnRevoke(self))
+        publisher = asyncio.create_task(self._publish_loop(producer, consumer), name="publish")
+        try:
+            await self._consume_loop(consumer, stop, publisher)
+            await self._queue.put(None)
+            await publisher
+        finally:
+            if not publisher.done():
+                publisher.cancel()
+            await consumer.stop()
+            await producer.stop()
+            self._executor.shutdown(wait=False)
+            log.info("node %s stopped: %s", self.node_id, self.stats.line())
+
+    # ---- stage 1: collect, validate, start inference ---------------------------------------
+
+    async def _consume_loop(
+        self, consumer: AIOKafkaConsumer, stop: asyncio.Event, publisher: asyncio.Task[None]
+    ) -> None:
+        pending: list[ConsumerRecord[bytes, bytes]] = []
+        first_at = 0.0
+        generation = self.generation
+        last_log = time.monotonic()
+        while not stop.is_set():
+            if publisher.done():  # the publisher failed: surface its error
+                publisher.result()
+                return
+            age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
+            timeout_ms, room = self.policy.next_poll(len(pending), age_ms)
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+            self.ready.set()
+            for msgs in fetched.values():
+                if msgs and not pending:
+                    first_at = time.monotonic()
+                pending.extend(msgs)
+            if generation != self.generation:
+                # A rebalance ran meanwhile: what was collected is not committed and may now be
+                # another node's. Rewind what we still own, so nothing is skipped.
+                self._rewind(consumer, pending)
+                pending, generation = [], self.generation
+                continue
+            age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
+            if self.policy.is_ready(len(pending), age_ms):
+                await self._dispatch(pending, generation)
+                pending = []
+            if time.monotonic() - last_log > 10:
+                log.info("node %s: %s", self.node_id, self.stats.line())
+                last_log = time.monotonic()
+        if pending and generation == self.generation:
+            await self._dispatch(pending, generation)
+
+    @staticmethod
+    def _rewind(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for m in records:
+            tp = TopicPartition(m.topic, m.partition)
+            first[tp] = min(first.get(tp, m.offset), m.offset)
+        owned = consumer.assignment()
+        for tp, offset in first.items():
+            if tp in owned:
+                consumer.seek(tp, offset)
+
+    def validate(self, records: list[ConsumerRecord[bytes, bytes]]) -> Batch:
+        """Decode and check one batch of records; those that fail become dead letters."""
+        batch = Batch(self.generation, {}, now_us(), [], [])
+        event_codec = self._codecs.event
+        for m in records:
+            tp = TopicPartition(m.topic, m.partition)
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), m.offset + 1)
+            try:
+                if m.value is None:
+                    raise InvalidEvent("undecodable", "record has no value")
+                check_size(self.task, len(m.value))
+                event = event_codec.decode(m.value)
+                check_event(self.task, event)
+                self.lattice.region(event["region"])
+            except InvalidEvent as e:
+                batch.rejected.append((m, e))
+                continue
+            except ConfigError as e:  # an unknown region
+                batch.rejected.append((m, InvalidEvent("region", str(e))))
+                continue
+            batch.accepted.append((m, event))
+        return batch
+
+    def model_input(self, batch: Batch) -> np.ndarray:
+        """The accepted events as one model input; rows with NaN or Inf move to the rejected."""
+        events = [e for _, e in batch.accepted]
+        if self.task.input == "text":
+            return np.array([e["text"] for e in events], dtype=object)
+        x = stack_tensors([e["tensor"] for e in events], self.task.np_dtype, self.task.shape)
+        bad = non_finite_rows(x)
+        if len(bad):
+            for i in bad:
+                batch.rejected.append((batch.accepted[i][0], InvalidEvent("non_finite", "tensor holds NaN or Inf")))
+            keep = np.ones(len(x), dtype=bool)
+            keep[bad] = False
+            batch.accepted = [a for a, k in zip(batch.accepted, keep, strict=True) if k]
+            x = x[keep]
+        return x
+
+    async def _dispatch(self, records: list[ConsumerRecord[bytes, bytes]], generation: int) -> None:
+        batch = self.validate(records)
+        batch.generation = generation
+        if batch.accepted:
+            x = self.model_input(batch)
+            if batch.accepted:
+                assert self.model is not None
+                batch.infer_started = time.perf_counter()
+                loop = asyncio.get_running_loop()
+                batch.inference = loop.run_in_executor(self._executor, self.model.run, x)
+        self.stats.consumed += len(records)
+        self.stats.batches += 1
+        await self._queue.put(batch)
+
+    # ---- stage 2: publish results and dead letters, then commit ----------------------------
+
+    async def _publish_loop(self, producer: Any, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batch = await self._queue.get()
+            try:
+                if batch is None:
+                    return
+                await self._publish(batch, producer, consumer)
+            finally:
+                self._queue.task_done()
+
+    async def _publish(self, batch: Batch, producer: Any, consumer: AIOKafkaConsumer) -> None:
+        deliveries: list[asyncio.Future[Any]] = []
+        if batch.inference is not None:
+            try:
+                outputs = await batch.inference
+            except Exception as e:  # the model refused this batch: dead-letter it, keep serving
+                log.warning("node %s: inference failed on a batch of %d: %s", self.node_id, len(batch.accepted), e)
+                batch.rejected += [(m, InvalidEvent("inference", f"model failed: {e}")) for m, _ in batch.accepted]
+                batch.accepted = []
+            else:
+                infer_s = time.perf_counter() - batch.infer_started
+                self.stats.infer_s += infer_s
+                deliveries += await self._send_results(batch, outputs, infer_s, producer)
+        deliveries += await self._send_dead_letters(batch, producer)
+        await asyncio.gather(*deliveries)
+        self.stats.produced += len(batch.accepted)
+        self.stats.dead_lettered += len(batch.rejected)
+        try:
+            await consumer.commit(batch.offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as e:
+            # The partitions moved on; their new owner re-reads from the last commit (duplicates, no loss).
+            log.warning("node %s: commit of a finished batch refused (%s)", self.node_id, e)
+
+    async def _send_results(
+        self, batch: Batch, outputs: dict[str, np.ndarray], infer_s: float, producer: Any
+    ) -> list[asyncio.Future[Any]]:
+        assert self.model is not None
+        inferred_us = now_us()
+        n = len(batch.accepted)
+        labels, scores = self._postprocess(outputs) if self._postprocess else ([None] * n, None)
+        energy_j = self.task.watts * infer_s / n
+        carbon_g = energy_j / 3.6e6 * self.region.carbon_intensity
+        topic = self.lattice.results_topic(self.task.name)
+        encode = self._codecs.result.encode
+        futures = []
+        for i, (m, ev) in enumerate(batch.accepted):
+            region = self.lattice.region(ev["region"])
+            record = {
+                "event_id": ev["event_id"],
+                "task": self.task.name,
+                "region": ev["region"],
+                "source_id": ev["source_id"],
+                "node_id": self.node_id,
+                "model_name": self.model.name,
+                "model_version": self.model.version,
+                "label": labels[i],
+                "score": None if scores is None else float(scores[i]),
+                "outputs": {name: tensor_record(out[i]) for name, out in outputs.items()},
+                "event_time_us": ev["event_time_us"],
+                "consumed_us": batch.consumed_us,
+                "inferred_us": inferred_us,
+                "produced_us": now_us(),
+                "energy_j": energy_j,
+                "carbon_g": carbon_g,
+            }
+            partition = partition_for(region, ev["source_id"].encode())
+            futures.append(await producer.send(topic, encode(record), key=m.key, partition=partition))
+        return futures
+
+    async def _send_dead_letters(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
+        topic = self.lattice.dlq_topic(self.task.name)
+        encode = self._codecs.dead_letter.encode
+        futures = []
+        for m, err in batch.rejected:
+            record = {
+                "original": m.value or b"",
+                "original_key": m.key,
+                "reason": err.reason,
+                "kind": err.kind,
+                "topic": m.topic,
+                "partition": m.partition,
+                "offset": m.offset,
+                "node_id": self.node_id,
+                "time_us": now_us(),
+            }
+            headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
+            futures.append(
+                await producer.send(topic, encode(record), key=m.key, partition=m.partition, headers=headers)
+            )
+        return futures
+
+    async def drain(self) -> None:
+        """Wait until every dispatched batch is published and committed."""
+        await self._queue.join()
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move, finish and commit what was taken from them."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.worker.generation += 1
+        await self.worker.drain()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info(
+            "node %s assigned partitions %s",
+            self.worker.node_id,
+            sorted(tp.partition for tp in assigned),
+        )
