@@ -108,6 +108,7 @@ class LatticeProducer(_AsyncService):
             if spec.input != "tensor":
                 raise InvalidEvent("shape", f"task {task!r} takes text, not a tensor")
             array = np.asarray(payload)
+            check_size(spec, array.nbytes)  # before the shape: a huge array is refused as what it is
             check_tensor_header(spec, array.dtype.name, array.shape)
             record["tensor"] = tensor_record(array)
         value = self._codec.encode(record)

@@ -103,7 +103,7 @@ class RecordCodec:
 
 def tensor_record(array: np.ndarray) -> Record:
     """A Tensor record of `array`, little-endian and C-ordered."""
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")  # not ascontiguousarray: it turns a scalar into shape (1,)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
     return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}

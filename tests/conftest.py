@@ -1,0 +1,195 @@
+"""Fixtures that start real services: a KRaft broker on free ports, lattices, worker processes.
+
+Everything started here is stopped at teardown, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from streamlattice.client import Result, ResultSubscriber
+from streamlattice.config import Lattice, load_lattice
+from streamlattice.kafka import KafkaSettings
+from streamlattice.ops import broker as dev
+from streamlattice.topics import ensure_topics
+from workers.sensor import model as sensor_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+LATTICE_TOML = """
+[lattice]
+namespace = "{namespace}"
+
+[regions.eu-west]
+partitions = 4
+carbon_intensity = 250.0
+[regions.us-east]
+partitions = 4
+carbon_intensity = 380.0
+[regions.ap-south]
+partitions = 4
+carbon_intensity = 620.0
+
+[latency_ms.eu-west]
+us-east = 40.0
+ap-south = 65.0
+[latency_ms.us-east]
+ap-south = 110.0
+
+[tasks.sensor]
+model = "{model}"
+postprocess = "workers.sensor.model:postprocess"
+generator = "workers.sensor.signals:sample"
+input = "tensor"
+dtype = "float32"
+shape = [3, 64]
+max_batch = {max_batch}
+max_wait_ms = 20
+max_event_bytes = 8192
+"""
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-node KRaft broker on a free port for the whole session; its bootstrap address."""
+    data_dir = tmp_path_factory.mktemp("kafka")
+    state = dev.start(data_dir, port=dev.free_port(), progress=lambda _: None)
+    try:
+        yield state.bootstrap
+    finally:
+        dev.stop(data_dir, progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def sensor_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sensor model, built once per session."""
+    path = tmp_path_factory.mktemp("models") / "sensor.onnx"
+    sensor_model.build(path)
+    return path
+
+
+@pytest.fixture
+def make_lattice(kafka: str, sensor_model_path: Path, tmp_path: Path) -> Callable[..., Lattice]:
+    """Write a lattice.toml with a fresh namespace (so tests never share topics) and create its topics."""
+
+    def make(max_batch: int = 256) -> Lattice:
+        namespace = f"t{uuid.uuid4().hex[:10]}"
+        path = tmp_path / f"{namespace}.toml"
+        path.write_text(LATTICE_TOML.format(namespace=namespace, model=sensor_model_path, max_batch=max_batch))
+        lattice = load_lattice(path)
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
+        return lattice
+
+    return make
+
+
+@pytest.fixture
+def lattice(make_lattice: Callable[..., Lattice]) -> Lattice:
+    """A fresh lattice with its topics created."""
+    return make_lattice()
+
+
+class WorkerProcess:
+    """A `streamlattice worker` subprocess and its log."""
+
+    def __init__(self, bootstrap: str, lattice: Lattice, task: str, region: str, node_id: str, log: Path) -> None:
+        self.log = log
+        self.node_id = node_id
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlattice",
+            "--bootstrap",
+            bootstrap,
+            "--config",
+            str(lattice.source),
+            "worker",
+            "--task",
+            task,
+            "--region",
+            region,
+            "--node-id",
+            node_id,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def text(self) -> str:
+        """What the worker logged so far."""
+        return self.log.read_text(errors="replace")
+
+    def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Wait until the worker has joined its group and holds partitions."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(r"assigned partitions \[\d", self.text()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.node_id} exited early:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker {self.node_id} not assigned within {timeout}s:\n{self.text()[-3000:]}")
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc.poll() is None
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, if still running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def workers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes; all are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(lattice: Lattice, region: str, task: str = "sensor", node_id: str | None = None) -> WorkerProcess:
+        nid = node_id or f"{region}-{len(started)}"
+        w = WorkerProcess(kafka, lattice, task, region, nid, tmp_path / f"worker-{nid}-{len(started)}.log")
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+async def collect_results(
+    bootstrap: str, lattice: Lattice, task: str, expected: set[str], timeout: float
+) -> dict[str, list[Result]]:
+    """Every result of `task` from the beginning until all `expected` event ids are seen (or timeout)."""
+    seen: dict[str, list[Result]] = defaultdict(list)
+    deadline = time.monotonic() + timeout
+    settings = KafkaSettings(bootstrap=bootstrap)
+    async with ResultSubscriber(task, lattice=lattice, settings=settings, from_beginning=True) as sub:
+        async for batch in sub.batches(timeout_ms=500):
+            for r in batch:
+                seen[r.event_id].append(r)
+            if expected <= seen.keys() or time.monotonic() > deadline:
+                break
+        # a moment more, so duplicates that trail the last result are counted too
+        extra_until = time.monotonic() + 1.0
+        async for batch in sub.batches(timeout_ms=300):
+            for r in batch:
+                seen[r.event_id].append(r)
+            if time.monotonic() > extra_until:
+                break
+    return dict(seen)

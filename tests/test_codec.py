@@ -1,0 +1,133 @@
+"""Records on the wire: round trips, zero-copy tensor views, refusals, schema evolution."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from streamlattice.codec import (
+    MAGIC,
+    RecordCodec,
+    codecs,
+    load_schema_json,
+    parse,
+    stack_tensors,
+    tensor_record,
+    tensor_view,
+)
+from streamlattice.errors import InvalidEvent
+
+
+def event(payload: np.ndarray, event_id: str = "e1") -> dict:
+    return {
+        "event_id": event_id,
+        "event_time_us": 1_700_000_000_000_000,
+        "region": "eu-west",
+        "task": "sensor",
+        "source_id": "machine-7",
+        "tensor": tensor_record(payload),
+        "text": None,
+    }
+
+
+def test_event_round_trip_keeps_every_field_and_value() -> None:
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    rec = event(x)
+    back = codecs().event.decode(codecs().event.encode(rec))
+    assert {k: v for k, v in back.items() if k != "tensor"} == {k: v for k, v in rec.items() if k != "tensor"}
+    np.testing.assert_array_equal(tensor_view(back["tensor"]), x)
+
+
+def test_text_event_round_trip() -> None:
+    rec = {**event(np.zeros(1, np.float32)), "tensor": None, "text": "printer on floor 3 is jammed"}
+    assert codecs().event.decode(codecs().event.encode(rec))["text"] == "printer on floor 3 is jammed"
+
+
+def test_tensor_view_is_zero_copy() -> None:
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rec = codecs().event.decode(codecs().event.encode(event(x)))
+    view = tensor_view(rec["tensor"])
+    assert not view.flags.owndata  # a view of the decoded bytes, not a copy
+    assert view.base is not None
+    np.testing.assert_array_equal(view, x)
+
+
+def test_stack_tensors_builds_one_batch_in_order() -> None:
+    xs = [np.full((3, 64), i, dtype=np.float32) for i in range(5)]
+    recs = [codecs().event.decode(codecs().event.encode(event(x, f"e{i}")))["tensor"] for i, x in enumerate(xs)]
+    batch = stack_tensors(recs, np.dtype("float32"), (3, 64))
+    assert batch.shape == (5, 3, 64) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, np.stack(xs))
+
+
+def test_big_endian_arrays_are_sent_little_endian() -> None:
+    x = np.arange(4, dtype=">f4")
+    rec = tensor_record(x)
+    assert rec["dtype"] == "float32"
+    np.testing.assert_array_equal(tensor_view(rec), x)
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (b"", "undecodable"),
+        (b"garbage bytes that are not avro", "undecodable"),
+        (MAGIC + b"\x00" * 8 + b"\x02", "schema"),
+    ],
+)
+def test_bytes_that_are_not_an_event_are_refused(value: bytes, kind: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        codecs().event.decode(value)
+    assert err.value.kind == kind
+
+
+def test_a_record_of_another_schema_is_refused_with_its_fingerprint() -> None:
+    result_bytes = codecs().dead_letter.encode(
+        {
+            "original": b"x",
+            "original_key": None,
+            "reason": "r",
+            "kind": "k",
+            "topic": "t",
+            "partition": 0,
+            "offset": 1,
+            "node_id": "n",
+            "time_us": 1,
+        }
+    )
+    with pytest.raises(InvalidEvent, match="unknown schema fingerprint") as err:
+        codecs().event.decode(result_bytes)
+    assert err.value.kind == "schema"
+
+
+def test_truncated_and_padded_records_are_refused() -> None:
+    good = codecs().event.encode(event(np.zeros((3, 64), np.float32)))
+    with pytest.raises(InvalidEvent):
+        codecs().event.decode(good[:-10])
+    with pytest.raises(InvalidEvent, match="trailing"):
+        codecs().event.decode(good + b"\x00")
+
+
+def test_a_newer_reader_reads_records_written_with_the_old_schema() -> None:
+    old_schema = parse(load_schema_json("event"))
+    newer_json = copy.deepcopy(load_schema_json("event"))
+    newer_json["fields"].append({"name": "trace_id", "type": ["null", "string"], "default": None})
+    newer = RecordCodec(parse(newer_json), older=[old_schema])
+    written_old = RecordCodec(old_schema).encode(event(np.ones((3, 64), np.float32)))
+
+    rec = newer.decode(written_old)
+
+    assert rec["trace_id"] is None
+    assert rec["event_id"] == "e1"
+    np.testing.assert_array_equal(tensor_view(rec["tensor"]), np.ones((3, 64), np.float32))
+    # and the newer schema's own records carry the new field
+    assert newer.decode(newer.encode({**rec, "trace_id": "abc"}))["trace_id"] == "abc"
+
+
+def test_scalars_keep_their_zero_dimensional_shape() -> None:
+    rec = tensor_record(np.float32(2.5))
+    assert rec["shape"] == []
+    view = tensor_view(rec)
+    assert view.shape == () and float(view) == 2.5
