@@ -25,10 +25,18 @@ def test_an_empty_batch_never_goes() -> None:
     assert not BatchPolicy(max_batch=64, max_wait_ms=0).is_ready(0, 1e9)
 
 
-def test_polling_waits_only_until_the_deadline_and_asks_for_what_fits() -> None:
+def test_a_free_model_takes_whatever_is_there_at_once() -> None:
     p = BatchPolicy(max_batch=64, max_wait_ms=20)
+    assert p.is_ready(1, 0.0, model_free=True)
+    assert not p.is_ready(1, 0.0, model_free=False)  # busy: let the batch grow
+    assert not p.is_ready(0, 0.0, model_free=True)
+
+
+def test_polling_waits_only_until_the_deadline_and_asks_for_what_fits() -> None:
+    p = BatchPolicy(max_batch=64, max_wait_ms=20, busy_poll_ms=5)
     assert p.next_poll(0, 0.0, idle_ms=100) == (100, 64)
-    assert p.next_poll(10, 5.0) == (15, 54)
+    assert p.next_poll(10, 5.0) == (5, 54)  # busy model: look again soon
+    assert p.next_poll(10, 18.0) == (2, 54)  # but never past the deadline
     assert p.next_poll(10, 25.0) == (1, 54)  # late: poll briefly, never with a zero wait
 
 

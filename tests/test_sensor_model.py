@@ -25,7 +25,7 @@ def test_held_out_roc_auc_is_at_least_095(sensor_model_path: Path) -> None:
 
 def test_the_graph_computes_the_same_score_as_numpy(sensor_model_path: Path) -> None:
     x = signals.generate(256, seed=3).x
-    mu, w, threshold = model.fit(signals.generate(model.TRAIN_WINDOWS, seed=1, anomaly_rate=0.0).x)
+    mu, w, _ = model.fit(signals.generate(model.TRAIN_WINDOWS, seed=1, anomaly_rate=0.0).x)
     z = (model.features(x) - mu) @ w
     expected = (z * z).sum(axis=1) / model.N_FEATURES
     session = ort.InferenceSession(str(sensor_model_path), providers=["CPUExecutionProvider"])

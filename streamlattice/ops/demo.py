@@ -17,6 +17,7 @@ import numpy as np
 
 from streamlattice.client import LatticeProducer, Result, ResultSubscriber
 from streamlattice.config import REPO_ROOT, Lattice
+from streamlattice.groups import wait_for_stable_group
 from streamlattice.kafka import KafkaSettings
 from streamlattice.models import ensure_model
 from streamlattice.ops import broker as dev
@@ -96,7 +97,10 @@ def run_demo(lattice: Lattice, task: str, duration: float, rate: float, explicit
         ensure_model(lattice.task(task), progress=say)
         regions = [r.name for r in lattice.regions]
         workers = [spawn_worker(lattice, bootstrap, task, r, log_dir) for r in regions]
-        say(f"started {len(workers)} {task} workers ({', '.join(regions)}); logs in {log_dir}")
+        say(f"starting {len(workers)} {task} workers ({', '.join(regions)}); logs in {log_dir}")
+        group = asyncio.run(wait_for_stable_group(settings, lattice.group_id(task), len(workers), 90))
+        for m in sorted(group.members, key=lambda m: m.node_id or ""):
+            say(f"  {m.node_id} ({m.region}) holds partitions {', '.join(map(str, m.partitions))}")
         tallies = asyncio.run(_live(lattice, settings, task, regions, duration, rate, workers))
     finally:
         stop_processes(workers)

@@ -112,7 +112,7 @@ class Worker:
         self._postprocess: Postprocess | None = import_path(self.task.postprocess) if self.task.postprocess else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.task.name}")
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._inferring = 0  # batches handed to the inference thread and not finished
         self.ready = asyncio.Event()
 
     # ---- set-up --------------------------------------------------------------------------
@@ -148,7 +148,6 @@ class Worker:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
-        self._consumer = consumer
         await start_client(producer, self.settings)
         try:
             await start_client(consumer, self.settings)
@@ -197,7 +196,7 @@ class Worker:
                 pending, generation = [], self.generation
                 continue
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
-            if self.policy.is_ready(len(pending), age_ms):
+            if self.policy.is_ready(len(pending), age_ms, self._model_free()):
                 await self._dispatch(pending, generation)
                 pending = []
             if time.monotonic() - last_log > 10:
@@ -205,6 +204,10 @@ class Worker:
                 last_log = time.monotonic()
         if pending and generation == self.generation:
             await self._dispatch(pending, generation)
+
+    def _model_free(self) -> bool:
+        # Free: nothing is inferring and the publisher has room for another batch.
+        return self._inferring == 0 and self._queue.qsize() < PIPELINE_DEPTH
 
     @staticmethod
     def _rewind(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -266,9 +269,14 @@ class Worker:
                 batch.infer_started = time.perf_counter()
                 loop = asyncio.get_running_loop()
                 batch.inference = loop.run_in_executor(self._executor, self.model.run, x)
+                self._inferring += 1
+                batch.inference.add_done_callback(self._inference_done)
         self.stats.consumed += len(records)
         self.stats.batches += 1
         await self._queue.put(batch)
+
+    def _inference_done(self, _: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        self._inferring -= 1
 
     # ---- stage 2: publish results and dead letters, then commit ----------------------------
 

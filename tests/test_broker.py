@@ -1,0 +1,83 @@
+"""The dev broker: start, status, stop, restart keeping data, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+
+from streamlattice.errors import DevBrokerError
+from streamlattice.kafka import KafkaSettings, make_admin, make_consumer, make_producer
+from streamlattice.ops import broker as dev
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+
+async def write_and_read(bootstrap: str, topic: str, value: bytes | None) -> list[bytes]:
+    """Optionally append `value` to `topic` (creating it), then read back everything it holds."""
+    settings = KafkaSettings(bootstrap=bootstrap)
+    if value is not None:
+        admin = make_admin(settings)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.close()
+        producer = make_producer(settings)
+        await producer.start()
+        await producer.send_and_wait(topic, value)
+        await producer.stop()
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        got = await consumer.getmany(tp, timeout_ms=5000)
+        return [m.value for m in got.get(tp, [])]
+    finally:
+        await consumer.stop()
+
+
+def test_start_status_stop_and_a_second_start_keeps_the_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "broker"
+    port = dev.free_port()
+    try:
+        state = dev.start(data_dir, port=port, progress=lambda _: None)
+        assert state.bootstrap == f"localhost:{port}"
+        assert [n.running for n in dev.status(data_dir)] == [True]
+        assert asyncio.run(write_and_read(state.bootstrap, "kept", b"still here")) == [b"still here"]
+
+        assert dev.stop(data_dir, progress=lambda _: None)
+        assert [n.running for n in dev.status(data_dir)] == [False]
+        assert dev.port_is_free(port)
+
+        again = dev.start(data_dir, progress=lambda _: None)  # same data dir: same port, same data
+        assert again.bootstrap == state.bootstrap and again.cluster_id == state.cluster_id
+        assert asyncio.run(write_and_read(again.bootstrap, "kept", None)) == [b"still here"]
+    finally:
+        dev.stop(data_dir, progress=lambda _: None)
+
+
+def test_a_taken_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(DevBrokerError, match=f"port {port} .* is taken.*--port"):
+            dev.start(tmp_path / "b", port=port, progress=lambda _: None)
+
+
+def test_missing_java_is_reported_plainly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    monkeypatch.setenv("STREAMLATTICE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DevBrokerError, match="`java` not found on PATH"):
+        dev.install_jars(progress=lambda _: None)
+
+
+def test_stop_without_a_broker_says_so(tmp_path: Path) -> None:
+    said: list[str] = []
+    assert not dev.stop(tmp_path / "never", progress=said.append)
+    assert "no broker was ever started" in said[0]
