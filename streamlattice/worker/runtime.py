@@ -113,6 +113,12 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.task.name}")
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         self._inferring = 0  # batches handed to the inference thread and not finished
+        # Published batches awaiting acknowledgement, in consumption order.
+        self._acks: asyncio.Queue[tuple[Batch, list[asyncio.Future[Any]]] | None] = asyncio.Queue(
+            maxsize=4 * PIPELINE_DEPTH
+        )
+        self._finished: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
+        self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
 
     # ---- set-up --------------------------------------------------------------------------
@@ -155,14 +161,19 @@ class Worker:
             await producer.stop()
             raise
         consumer.subscribe([topics[0]], listener=_DrainOnRevoke(self))
-        publisher = asyncio.create_task(self._publish_loop(producer, consumer), name="publish")
+        self._consumer = consumer
+        publisher = asyncio.create_task(self._publish_loop(producer), name="publish")
+        committer = asyncio.create_task(self._commit_loop(consumer), name="commit")
         try:
-            await self._consume_loop(consumer, stop, publisher)
+            await self._consume_loop(consumer, stop, publisher, committer)
             await self._queue.put(None)
             await publisher
+            await self._acks.put(None)
+            await committer
         finally:
-            if not publisher.done():
-                publisher.cancel()
+            for task in (publisher, committer):
+                if not task.done():
+                    task.cancel()
             await consumer.stop()
             await producer.stop()
             self._executor.shutdown(wait=False)
@@ -170,17 +181,16 @@ class Worker:
 
     # ---- stage 1: collect, validate, start inference ---------------------------------------
 
-    async def _consume_loop(
-        self, consumer: AIOKafkaConsumer, stop: asyncio.Event, publisher: asyncio.Task[None]
-    ) -> None:
+    async def _consume_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, *stages: asyncio.Task[None]) -> None:
         pending: list[ConsumerRecord[bytes, bytes]] = []
         first_at = 0.0
         generation = self.generation
         last_log = time.monotonic()
         while not stop.is_set():
-            if publisher.done():  # the publisher failed: surface its error
-                publisher.result()
-                return
+            for stage in stages:
+                if stage.done():  # a later stage failed: surface its error
+                    stage.result()
+                    return
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
             timeout_ms, room = self.policy.next_poll(len(pending), age_ms)
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
@@ -280,17 +290,18 @@ class Worker:
 
     # ---- stage 2: publish results and dead letters, then commit ----------------------------
 
-    async def _publish_loop(self, producer: Any, consumer: AIOKafkaConsumer) -> None:
+    async def _publish_loop(self, producer: Any) -> None:
         while True:
             batch = await self._queue.get()
             try:
                 if batch is None:
                     return
-                await self._publish(batch, producer, consumer)
+                await self._acks.put((batch, await self._publish(batch, producer)))
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, batch: Batch, producer: Any, consumer: AIOKafkaConsumer) -> None:
+    async def _publish(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
+        """Hand a batch's results and dead letters to the producer; returns their delivery futures."""
         deliveries: list[asyncio.Future[Any]] = []
         if batch.inference is not None:
             try:
@@ -304,14 +315,40 @@ class Worker:
                 self.stats.infer_s += infer_s
                 deliveries += await self._send_results(batch, outputs, infer_s, producer)
         deliveries += await self._send_dead_letters(batch, producer)
-        await asyncio.gather(*deliveries)
-        self.stats.produced += len(batch.accepted)
-        self.stats.dead_lettered += len(batch.rejected)
+        return deliveries
+
+    # ---- stage 3: once a batch's records are acknowledged, commit its offsets ------------
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+        # Batches are acknowledged in the order they were consumed, so an offset is never
+        # committed while an earlier record of its partition is still unacknowledged.
+        # Commits are coalesced: while one is in flight, later batches' offsets accumulate.
+        while True:
+            item = await self._acks.get()
+            try:
+                if item is None:
+                    await self._commit(consumer)
+                    return
+                batch, deliveries = item
+                await asyncio.gather(*deliveries)
+                self.stats.produced += len(batch.accepted)
+                self.stats.dead_lettered += len(batch.rejected)
+                for tp, offset in batch.offsets.items():
+                    self._finished[tp] = max(self._finished.get(tp, 0), offset)
+                if self._acks.empty():
+                    await self._commit(consumer)
+            finally:
+                self._acks.task_done()
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        if not self._finished:
+            return
+        offsets, self._finished = self._finished, {}
         try:
-            await consumer.commit(batch.offsets)
+            await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as e:
             # The partitions moved on; their new owner re-reads from the last commit (duplicates, no loss).
-            log.warning("node %s: commit of a finished batch refused (%s)", self.node_id, e)
+            log.warning("node %s: commit of finished batches refused (%s)", self.node_id, e)
 
     async def _send_results(
         self, batch: Batch, outputs: dict[str, np.ndarray], infer_s: float, producer: Any
@@ -372,8 +409,11 @@ class Worker:
         return futures
 
     async def drain(self) -> None:
-        """Wait until every dispatched batch is published and committed."""
+        """Wait until every dispatched batch is published, acknowledged and committed."""
         await self._queue.join()
+        await self._acks.join()
+        if self._consumer is not None:
+            await self._commit(self._consumer)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
