@@ -81,3 +81,26 @@ def test_stop_without_a_broker_says_so(tmp_path: Path) -> None:
     said: list[str] = []
     assert not dev.stop(tmp_path / "never", progress=said.append)
     assert "no broker was ever started" in said[0]
+
+
+def test_three_nodes_make_a_replicated_cluster(tmp_path: Path) -> None:
+    data_dir = tmp_path / "cluster"
+    try:
+        state = dev.start(data_dir, port=dev.free_port(), nodes=3, progress=lambda _: None)
+        assert len(state.nodes) == 3 and all(n.running for n in dev.status(data_dir))
+
+        async def describe() -> list:
+            settings = KafkaSettings(bootstrap=state.bootstrap)
+            admin = make_admin(settings)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic("replicated", 2, 3)])
+                return await admin.describe_topics(["replicated"])
+            finally:
+                await admin.close()
+
+        (topic,) = asyncio.run(describe())
+        assert all(len(p["replicas"]) == 3 for p in topic["partitions"])
+        assert asyncio.run(write_and_read(state.bootstrap, "replicated", None)) == []
+    finally:
+        dev.stop(data_dir, progress=lambda _: None)
