@@ -103,6 +103,8 @@ class LatticeProducer(_AsyncService):
         if isinstance(payload, str):
             if spec.input != "text":
                 raise InvalidEvent("shape", f"task {task!r} takes a {spec.dtype} tensor, not text")
+            if not payload.strip():
+                raise InvalidEvent("empty", f"task {task!r} got empty text")
             record["text"] = payload
         else:
             if spec.input != "tensor":
@@ -159,6 +161,7 @@ class Result:
     model_version: str
     label: str | None
     score: float | None
+    flags: list[str]
     outputs: dict[str, np.ndarray]
     event_time_us: int
     consumed_us: int

@@ -16,6 +16,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "lattice.toml"
 DEFAULT_BOOTSTRAP = "localhost:9092"
 INPUT_KINDS = ("tensor", "text")
+TASK_KEYS = frozenset(
+    {
+        "model",
+        "builder",
+        "input",
+        "dtype",
+        "shape",
+        "max_batch",
+        "max_wait_ms",
+        "max_event_bytes",
+        "preprocess",
+        "postprocess",
+        "generator",
+        "watts",
+        "providers",
+        "max_tokens",
+        "labels",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -46,9 +65,14 @@ class Task:
     max_batch: int
     max_wait_ms: float
     max_event_bytes: int
+    preprocess: str | None  # "module:function" turning a batch into the model's inputs
     postprocess: str | None  # "module:function" mapping model outputs to labels and scores
     generator: str | None  # "module:function" making sample payloads for the load generator
     watts: float  # power drawn while inferring, for energy estimates
+    providers: tuple[str, ...] = ("cpu",)  # ONNX Runtime execution providers, in order of preference
+    max_tokens: int = 256  # text tasks: longer texts are truncated and flagged
+    labels: tuple[str, ...] = ()  # candidate labels, for tasks whose hooks tag by similarity
+    options: dict[str, Any] = field(default_factory=dict)  # anything else the task's hooks read
 
     @property
     def np_dtype(self) -> np.dtype[Any]:
@@ -184,7 +208,7 @@ def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> 
     kind = spec.get("input", "tensor")
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{where}: task {name!r} input must be one of {INPUT_KINDS}, got {kind!r}")
-    dtype = str(spec.get("dtype", "float32"))
+    dtype = str(spec.get("dtype", "float32" if kind == "tensor" else "object"))
     try:
         np.dtype(dtype)
     except TypeError:
@@ -200,9 +224,14 @@ def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> 
         max_batch=int(spec.get("max_batch", 256)),
         max_wait_ms=float(spec.get("max_wait_ms", 20)),
         max_event_bytes=int(spec.get("max_event_bytes", 1 << 20)),
+        preprocess=spec.get("preprocess"),
         postprocess=spec.get("postprocess"),
         generator=spec.get("generator"),
         watts=float(spec.get("watts", 15.0)),
+        providers=tuple(str(p) for p in spec.get("providers", ("cpu",))),
+        max_tokens=int(spec.get("max_tokens", 256)),
+        labels=tuple(str(label) for label in spec.get("labels", ())),
+        options={k: v for k, v in spec.items() if k not in TASK_KEYS},
     )
 
 

@@ -26,6 +26,8 @@ def check_event(task: Task, event: Record) -> None:
     if task.input == "text":
         if event["text"] is None:
             raise InvalidEvent("shape", f"task {task.name!r} takes text, the event carries none")
+        if not event["text"].strip():
+            raise InvalidEvent("empty", "text is empty or only white space")
         return
     tensor = event["tensor"]
     if tensor is None:

@@ -8,7 +8,6 @@ import functools
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -211,23 +210,20 @@ def models() -> None:
 
 @models.command("build")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks [all with a builder].")
-@click.option("--force", is_flag=True, help="Rebuild even if the model file exists.")
+@click.option("--force", is_flag=True, help="Rebuild even if sources and model are unchanged.")
 @pass_state
 @errors_as_messages
 def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
-    """Build every task's model from the code and data in the repo."""
-    from streamlattice.models import ensure_model, file_version
+    """Build every task's model from the code and data in the repo; skip those up to date."""
+    from streamlattice.models import build_model
 
     for name in tasks or tuple(state.lattice.tasks):
         task = state.lattice.task(name)
         if task.builder is None:
-            click.echo(f"{name}: no builder, uses {task.model}")
+            click.echo(f"{name:<10} user model {task.model}")
             continue
-        if force and task.model.exists():
-            task.model.unlink()
-        started = time.monotonic()
-        ensure_model(task, progress=click.echo)
-        click.echo(f"{name}: {task.model} version {file_version(task.model)} ({time.monotonic() - started:.1f}s)")
+        r = build_model(task, force=force, progress=lambda m: click.echo(m, err=True))
+        click.echo(f"{name:<10} {r.action:<10} {r.path} version {r.version} ({r.seconds:.1f}s)")
 
 
 # ---- worker ---------------------------------------------------------------------------------
@@ -238,19 +234,16 @@ def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
 @click.option("--region", required=True, help="Region this node runs in.")
 @click.option("--node-id", help="Stable id of this node [region-host-pid].")
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime intra-op threads.")
-@click.option(
-    "--providers", default="cpu", show_default=True, help="Execution providers in order of preference, e.g. cuda,cpu."
-)
+@click.option("--providers", help="Execution providers in order of preference, e.g. cuda,cpu [the task's, else cpu].")
 @pass_state
-def worker(state: State, task: str, region: str, node_id: str | None, threads: int, providers: str) -> None:
+def worker(state: State, task: str, region: str, node_id: str | None, threads: int, providers: str | None) -> None:
     """Serve a task in a region: consume events, infer micro-batches, publish results.
 
     SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
     """
     from streamlattice.worker.runtime import Worker
 
-    names = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-    chosen = tuple(names.get(p.strip().lower(), p.strip()) for p in providers.split(",") if p.strip())
+    chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
 
     async def serve() -> None:
         w = Worker(state.lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen)

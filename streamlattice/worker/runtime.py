@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,14 +29,14 @@ from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
 from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
-from streamlattice.models import LoadedModel, import_path, load_model
+from streamlattice.models import load_model
 from streamlattice.partitioning import partition_for
+from streamlattice.tasks import Inferred, TaskRuntime
 from streamlattice.topics import require_topics
 from streamlattice.validation import check_event, check_size, non_finite_rows
 
 log = logging.getLogger(__name__)
 
-Postprocess = Callable[[dict[str, np.ndarray]], tuple[list[str | None], np.ndarray | None]]
 ERROR_HEADER = "sl.error.reason"
 KIND_HEADER = "sl.error.kind"
 # Batches in flight between the collecting and publishing stages: enough to overlap
@@ -80,7 +79,7 @@ class Batch:
     consumed_us: int
     accepted: list[tuple[ConsumerRecord[bytes, bytes], Record]]
     rejected: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
-    inference: asyncio.Future[dict[str, np.ndarray]] | None = None
+    inference: asyncio.Future[Inferred] | None = None
     infer_started: float = 0.0
 
 
@@ -95,7 +94,7 @@ class Worker:
         node_id: str | None = None,
         settings: KafkaSettings | None = None,
         threads: int = 1,
-        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        providers: tuple[str, ...] | None = None,
     ) -> None:
         self.lattice = lattice
         self.task: Task = lattice.task(task)
@@ -107,9 +106,8 @@ class Worker:
         self.providers = providers
         self.stats = WorkerStats()
         self.generation = 0
-        self.model: LoadedModel | None = None
+        self.runtime: TaskRuntime | None = None
         self._codecs = codecs()
-        self._postprocess: Postprocess | None = import_path(self.task.postprocess) if self.task.postprocess else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.task.name}")
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         self._inferring = 0  # batches handed to the inference thread and not finished
@@ -123,27 +121,22 @@ class Worker:
 
     # ---- set-up --------------------------------------------------------------------------
 
-    def load(self) -> LoadedModel:
-        """Load the model and warm it up, so the first real batch is not an outlier."""
-        model = load_model(self.task, self.threads, self.providers)
-        for n in sorted({1, self.task.max_batch}):
-            model.run(self._zeros(n))
-        self.model = model
-        return model
-
-    def _zeros(self, n: int) -> np.ndarray:
-        if self.task.input == "text":
-            return np.array(["warm up"] * n, dtype=object)
-        return np.zeros((n, *self.task.shape), dtype=self.task.np_dtype)
+    def load(self) -> TaskRuntime:
+        """Load the model with its hooks and warm it up, so the first real batch is not an outlier."""
+        runtime = TaskRuntime(self.task, load_model(self.task, self.threads, self.providers))
+        runtime.warm_up(tuple(sorted({1, self.task.max_batch})))
+        self.runtime = runtime
+        return runtime
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain in-flight batches, commit and leave the group."""
         lt = self.lattice
         topics = [lt.events_topic(self.task.name), lt.results_topic(self.task.name), lt.dlq_topic(self.task.name)]
         await require_topics(self.settings, topics)
-        model = self.model
-        if model is None:
-            model = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        runtime = self.runtime
+        if runtime is None:
+            runtime = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        model = runtime.model
         log.info("node %s: model %s@%s on %s", self.node_id, model.name, model.version, ",".join(model.providers))
         producer = make_producer(self.settings, linger_ms=1)
         consumer = make_consumer(
@@ -254,7 +247,7 @@ class Worker:
         return batch
 
     def model_input(self, batch: Batch) -> np.ndarray:
-        """The accepted events as one model input; rows with NaN or Inf move to the rejected."""
+        """The accepted events as one array ([n, *shape], or [n] texts); rows with NaN or Inf are rejected."""
         events = [e for _, e in batch.accepted]
         if self.task.input == "text":
             return np.array([e["text"] for e in events], dtype=object)
@@ -275,17 +268,17 @@ class Worker:
         if batch.accepted:
             x = self.model_input(batch)
             if batch.accepted:
-                assert self.model is not None
+                assert self.runtime is not None
                 batch.infer_started = time.perf_counter()
                 loop = asyncio.get_running_loop()
-                batch.inference = loop.run_in_executor(self._executor, self.model.run, x)
+                batch.inference = loop.run_in_executor(self._executor, self.runtime.run, x)
                 self._inferring += 1
                 batch.inference.add_done_callback(self._inference_done)
         self.stats.consumed += len(records)
         self.stats.batches += 1
         await self._queue.put(batch)
 
-    def _inference_done(self, _: asyncio.Future[dict[str, np.ndarray]]) -> None:
+    def _inference_done(self, _: asyncio.Future[Inferred]) -> None:
         self._inferring -= 1
 
     # ---- stage 2: publish results and dead letters, then commit ----------------------------
@@ -305,7 +298,7 @@ class Worker:
         deliveries: list[asyncio.Future[Any]] = []
         if batch.inference is not None:
             try:
-                outputs = await batch.inference
+                inferred = await batch.inference
             except Exception as e:  # the model refused this batch: dead-letter it, keep serving
                 log.warning("node %s: inference failed on a batch of %d: %s", self.node_id, len(batch.accepted), e)
                 batch.rejected += [(m, InvalidEvent("inference", f"model failed: {e}")) for m, _ in batch.accepted]
@@ -313,7 +306,7 @@ class Worker:
             else:
                 infer_s = time.perf_counter() - batch.infer_started
                 self.stats.infer_s += infer_s
-                deliveries += await self._send_results(batch, outputs, infer_s, producer)
+                deliveries += await self._send_results(batch, inferred, infer_s, producer)
         deliveries += await self._send_dead_letters(batch, producer)
         return deliveries
 
@@ -351,12 +344,14 @@ class Worker:
             log.warning("node %s: commit of finished batches refused (%s)", self.node_id, e)
 
     async def _send_results(
-        self, batch: Batch, outputs: dict[str, np.ndarray], infer_s: float, producer: Any
+        self, batch: Batch, inferred: Inferred, infer_s: float, producer: Any
     ) -> list[asyncio.Future[Any]]:
-        assert self.model is not None
+        assert self.runtime is not None
+        model = self.runtime.model
         inferred_us = now_us()
         n = len(batch.accepted)
-        labels, scores = self._postprocess(outputs) if self._postprocess else ([None] * n, None)
+        outputs, flags = inferred.outputs, inferred.flags
+        labels, scores = inferred.annotations.labels, inferred.annotations.scores
         energy_j = self.task.watts * infer_s / n
         carbon_g = energy_j / 3.6e6 * self.region.carbon_intensity
         topic = self.lattice.results_topic(self.task.name)
@@ -370,10 +365,11 @@ class Worker:
                 "region": ev["region"],
                 "source_id": ev["source_id"],
                 "node_id": self.node_id,
-                "model_name": self.model.name,
-                "model_version": self.model.version,
-                "label": labels[i],
+                "model_name": model.name,
+                "model_version": model.version,
+                "label": None if labels is None else labels[i],
                 "score": None if scores is None else float(scores[i]),
+                "flags": [] if flags is None else flags[i],
                 "outputs": {name: tensor_record(out[i]) for name, out in outputs.items()},
                 "event_time_us": ev["event_time_us"],
                 "consumed_us": batch.consumed_us,

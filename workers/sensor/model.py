@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from streamlattice.tasks import Annotations, TaskContext
 from workers.sensor.signals import CHANNELS, SAMPLES, generate
 
 OPSET = 21
@@ -121,7 +122,6 @@ def build(path: Path) -> None:
     path.write_bytes(graph(mu, w, threshold).SerializeToString())
 
 
-def postprocess(outputs: dict[str, np.ndarray]) -> tuple[list[str | None], np.ndarray | None]:
+def postprocess(outputs: dict[str, np.ndarray], ctx: TaskContext) -> Annotations:
     """Per event: label "anomaly" or "normal", and the anomaly score."""
-    labels: list[str | None] = np.where(outputs["anomaly"], "anomaly", "normal").tolist()
-    return labels, outputs["score"]
+    return Annotations(np.where(outputs["anomaly"], "anomaly", "normal").tolist(), outputs["score"])

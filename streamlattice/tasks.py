@@ -1,0 +1,115 @@
+"""A task's model with its hooks: how a batch becomes model inputs and outputs become labels.
+
+Hooks are plain functions named by import path in lattice.toml, so a user brings a task
+without touching streamlattice:
+
+    preprocess(batch, ctx) -> ModelInput     batch: [n, *shape] array, or [n] texts (object array)
+    postprocess(outputs, ctx) -> Annotations outputs: every model output by name, one row per event
+
+Both work on the whole batch at once (vectorised), never per event. `ctx` is the
+TaskContext: the task, the loaded model, and a `state` dict for what a hook computes once.
+Without a preprocess hook the batch is the model's single input; without a postprocess
+hook results carry the raw outputs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamlattice.config import Task
+from streamlattice.errors import ConfigError
+from streamlattice.models import LoadedModel, import_path
+
+
+@dataclass
+class ModelInput:
+    """The model's inputs for one batch, and per-event flags (e.g. "truncated") for the results."""
+
+    inputs: dict[str, np.ndarray]
+    flags: list[list[str]] | None = None
+
+
+@dataclass
+class Annotations:
+    """Per event: a label and a score, either may be absent."""
+
+    labels: list[str | None] | None = None
+    scores: np.ndarray | None = None
+
+
+@dataclass
+class TaskContext:
+    """What hooks are given: the task, its loaded model, and a memo for their own state."""
+
+    task: Task
+    model: LoadedModel
+    state: dict[str, Any] = field(default_factory=dict)
+    runtime: TaskRuntime | None = None
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch through the task's own preprocessing and model (e.g. to embed labels once)."""
+        assert self.runtime is not None
+        return self.runtime.infer(batch)[0]
+
+
+@dataclass
+class Inferred:
+    """A batch after the model: its outputs, preprocessing's flags and postprocessing's annotations."""
+
+    outputs: dict[str, np.ndarray]
+    flags: list[list[str]] | None
+    annotations: Annotations
+
+
+Preprocess = Callable[[np.ndarray, TaskContext], ModelInput]
+Postprocess = Callable[[dict[str, np.ndarray], TaskContext], Annotations]
+
+
+class TaskRuntime:
+    """A task's model bound to its hooks."""
+
+    def __init__(self, task: Task, model: LoadedModel) -> None:
+        self.task = task
+        self.model = model
+        self.context = TaskContext(task, model)
+        self.context.runtime = self
+        self._pre: Preprocess | None = import_path(task.preprocess) if task.preprocess else None
+        self._post: Postprocess | None = import_path(task.postprocess) if task.postprocess else None
+        if self._pre is None and len(model.input_names) != 1:
+            raise ConfigError(
+                f"model of task {task.name!r} takes inputs {model.input_names}; "
+                "a task whose model takes several needs a preprocess hook to make them"
+            )
+
+    def prepare(self, batch: np.ndarray) -> ModelInput:
+        """The model inputs of a batch."""
+        if self._pre is not None:
+            return self._pre(batch, self.context)
+        return ModelInput({self.model.input_names[0]: batch})
+
+    def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], list[list[str]] | None]:
+        """Outputs of the model on a batch, and the flags preprocessing raised."""
+        prepared = self.prepare(batch)
+        return self.model.run(prepared.inputs), prepared.flags
+
+    def annotate(self, outputs: dict[str, np.ndarray]) -> Annotations:
+        """Labels and scores of a batch's outputs."""
+        return self._post(outputs, self.context) if self._post is not None else Annotations()
+
+    def run(self, batch: np.ndarray) -> Inferred:
+        """Everything a batch's results carry: preprocess, model, postprocess (in the inference thread)."""
+        outputs, flags = self.infer(batch)
+        return Inferred(outputs, flags, self.annotate(outputs))
+
+    def warm_up(self, sizes: tuple[int, ...]) -> None:
+        """Run the model at the given batch sizes, so the first real batch is not an outlier."""
+        for n in sizes:
+            if self.task.input == "text":
+                batch = np.array(["warm up the model"] * n, dtype=object)
+            else:
+                batch = np.zeros((n, *self.task.shape), dtype=self.task.np_dtype)
+            self.run(batch)
