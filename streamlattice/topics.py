@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import NewTopic
 from aiokafka.errors import for_code
@@ -69,6 +72,7 @@ async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[Topic
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     detail = rest[0] if rest and rest[0] else for_code(code).__name__
                     raise StreamLatticeError(f"could not create topic {name}: {detail}")
+            await _wait_until_served(admin, [s.name for s in missing])
         reports: list[TopicReport] = []
         for s in specs:
             have = existing.get(s.name)
@@ -81,6 +85,27 @@ async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[Topic
         return reports
     finally:
         await admin.close()
+
+
+async def _wait_until_served(admin: Any, names: list[str], timeout_s: float = 30.0) -> None:
+    # CreateTopics returns once the controller has the topics; brokers learn of them a moment
+    # later. Return only when metadata shows every partition with a leader, so whoever uses
+    # the topics next finds them.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = await admin.describe_topics(names)
+        ready = {
+            t["topic"]
+            for t in topics
+            if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if ready >= set(names):
+            return
+        if time.monotonic() > deadline:
+            raise StreamLatticeError(
+                f"topics {sorted(set(names) - ready)} created but not served after {timeout_s:.0f}s"
+            )
+        await asyncio.sleep(0.1)
 
 
 async def require_topics(settings: KafkaSettings, names: list[str]) -> dict[str, int]:

@@ -15,15 +15,18 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from streamlattice.client import Result, ResultSubscriber
+from streamlattice.codec import codecs
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.kafka import KafkaSettings
+from streamlattice.kafka import KafkaSettings, make_consumer, make_producer
+from streamlattice.models import build_model
 from streamlattice.ops import broker as dev
 from streamlattice.topics import ensure_topics
-from workers.sensor import model as sensor_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +51,7 @@ ap-south = 65.0
 ap-south = 110.0
 
 [tasks.sensor]
-model = "{model}"
+model = "{models[sensor]}"
 postprocess = "workers.sensor.model:postprocess"
 generator = "workers.sensor.signals:sample"
 input = "tensor"
@@ -57,6 +60,27 @@ shape = [3, 64]
 max_batch = {max_batch}
 max_wait_ms = 20
 max_event_bytes = 8192
+
+[tasks.vision]
+model = "{models[vision]}"
+postprocess = "workers.vision.model:postprocess"
+input = "tensor"
+dtype = "uint8"
+shape = [32, 32]
+max_batch = 64
+max_wait_ms = 20
+max_event_bytes = 4096
+
+[tasks.language]
+model = "{models[language]}"
+preprocess = "workers.language.model:preprocess"
+postprocess = "workers.language.model:postprocess"
+input = "text"
+max_tokens = 32
+max_batch = 16
+max_wait_ms = 20
+max_event_bytes = 16384
+labels = ["billing question", "service outage", "password reset", "hardware failure", "feature request"]
 """
 
 
@@ -72,21 +96,26 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sensor_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sensor model, built once per session."""
-    path = tmp_path_factory.mktemp("models") / "sensor.onnx"
-    sensor_model.build(path)
-    return path
+def models() -> dict[str, Path]:
+    """The example models of the repo's lattice.toml, built unless up to date."""
+    repo = load_lattice(REPO / "lattice.toml")
+    return {name: build_model(task).path for name, task in repo.tasks.items()}
+
+
+@pytest.fixture(scope="session")
+def sensor_model_path(models: dict[str, Path]) -> Path:
+    """The sensor model file."""
+    return models["sensor"]
 
 
 @pytest.fixture
-def make_lattice(kafka: str, sensor_model_path: Path, tmp_path: Path) -> Callable[..., Lattice]:
+def make_lattice(kafka: str, models: dict[str, Path], tmp_path: Path) -> Callable[..., Lattice]:
     """Write a lattice.toml with a fresh namespace (so tests never share topics) and create its topics."""
 
     def make(max_batch: int = 256) -> Lattice:
         namespace = f"t{uuid.uuid4().hex[:10]}"
         path = tmp_path / f"{namespace}.toml"
-        path.write_text(LATTICE_TOML.format(namespace=namespace, model=sensor_model_path, max_batch=max_batch))
+        path.write_text(LATTICE_TOML.format(namespace=namespace, models=models, max_batch=max_batch))
         lattice = load_lattice(path)
         asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
         return lattice
@@ -103,25 +132,13 @@ def lattice(make_lattice: Callable[..., Lattice]) -> Lattice:
 class WorkerProcess:
     """A `streamlattice worker` subprocess and its log."""
 
-    def __init__(self, bootstrap: str, lattice: Lattice, task: str, region: str, node_id: str, log: Path) -> None:
+    def __init__(
+        self, bootstrap: str, lattice: Lattice, task: str, region: str, node_id: str, log: Path, args: list[str]
+    ) -> None:
         self.log = log
         self.node_id = node_id
-        cmd = [
-            sys.executable,
-            "-m",
-            "streamlattice",
-            "--bootstrap",
-            bootstrap,
-            "--config",
-            str(lattice.source),
-            "worker",
-            "--task",
-            task,
-            "--region",
-            region,
-            "--node-id",
-            node_id,
-        ]
+        cmd = [sys.executable, "-m", "streamlattice", "--bootstrap", bootstrap, "--config", str(lattice.source)]
+        cmd += ["worker", "--task", task, "--region", region, "--node-id", node_id, *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
@@ -161,9 +178,12 @@ def workers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]
     """Start worker processes; all are killed at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(lattice: Lattice, region: str, task: str = "sensor", node_id: str | None = None) -> WorkerProcess:
+    def start(
+        lattice: Lattice, region: str, task: str = "sensor", node_id: str | None = None, args: tuple[str, ...] = ()
+    ) -> WorkerProcess:
         nid = node_id or f"{region}-{len(started)}"
-        w = WorkerProcess(kafka, lattice, task, region, nid, tmp_path / f"worker-{nid}-{len(started)}.log")
+        log = tmp_path / f"worker-{nid}-{len(started)}.log"
+        w = WorkerProcess(kafka, lattice, task, region, nid, log, list(args))
         started.append(w)
         return w
 
@@ -193,3 +213,35 @@ async def collect_results(
             if time.monotonic() > extra_until:
                 break
     return dict(seen)
+
+
+async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]]) -> list[tuple[int, int]]:
+    """Publish (key, value, partition) records as any Kafka client could, bypassing the SDK's checks.
+
+    Returns each record's (partition, offset).
+    """
+    producer = make_producer(KafkaSettings(bootstrap=bootstrap))
+    await producer.start()
+    try:
+        metas = [await producer.send_and_wait(topic, value, key=key, partition=p) for key, value, p in records]
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in metas]
+
+
+async def read_dlq(bootstrap: str, lattice: Lattice, task: str, want: int, timeout: float) -> list[tuple[Any, dict]]:
+    """Up to `want` dead letters of `task` from the beginning: (Kafka record, decoded DeadLetter)."""
+    consumer = make_consumer(KafkaSettings(bootstrap=bootstrap))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(lattice.dlq_topic(task), p) for p in range(lattice.total_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[tuple[Any, dict]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend((m, codecs().dead_letter.decode(m.value)) for m in msgs)
+        return out
+    finally:
+        await consumer.stop()

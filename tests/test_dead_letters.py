@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from aiokafka import TopicPartition
-from conftest import WorkerProcess, collect_results
+from conftest import WorkerProcess, collect_results, publish_raw, read_dlq
 
 from streamlattice.client import LatticeProducer
 from streamlattice.codec import codecs, tensor_record
 from streamlattice.config import Lattice
 from streamlattice.errors import InvalidEvent, PayloadTooLarge
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer
+from streamlattice.kafka import KafkaSettings
 from streamlattice.partitioning import partition_for
 from streamlattice.worker.runtime import ERROR_HEADER, KIND_HEADER
 from workers.sensor import signals
@@ -82,39 +80,17 @@ async def publish_mixed(bootstrap: str, lattice: Lattice) -> tuple[set[str], dic
     valid: set[str] = set()
     bad_at: dict[str, tuple[int, int]] = {}
     bad = list(bad_records().items())
-    raw = make_producer(settings)
-    await raw.start()
-    try:
-        async with LatticeProducer(lattice=lattice, settings=settings) as producer:
-            for i, x in enumerate(windows.x):
-                valid.add(await producer.publish("sensor", "eu-west", source, x))
-                if i % 40 == 20 and bad:
-                    kind, value = bad.pop()
-                    meta = await raw.send_and_wait(
-                        lattice.events_topic("sensor"), value, key=source.encode(), partition=partition
-                    )
-                    bad_at[kind] = (meta.partition, meta.offset)
-    finally:
-        await raw.stop()
+    async with LatticeProducer(lattice=lattice, settings=settings) as producer:
+        for i, x in enumerate(windows.x):
+            valid.add(await producer.publish("sensor", "eu-west", source, x))
+            if i % 40 == 20 and bad:
+                kind, value = bad.pop()
+                (where,) = await publish_raw(
+                    bootstrap, lattice.events_topic("sensor"), [(source.encode(), value, partition)]
+                )
+                bad_at[kind] = where
     assert not bad, "not every bad record was published"
     return valid, bad_at
-
-
-async def read_dlq(bootstrap: str, lattice: Lattice, want: int, timeout: float) -> list:
-    consumer = make_consumer(KafkaSettings(bootstrap=bootstrap))
-    await consumer.start()
-    try:
-        tps = [TopicPartition(lattice.dlq_topic("sensor"), p) for p in range(lattice.total_partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list = []
-        deadline = time.monotonic() + timeout
-        while len(out) < want and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(msgs)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_valid_events_still_flow(
@@ -126,14 +102,11 @@ def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_valid_event
 
     valid, bad_at = asyncio.run(publish_mixed(kafka, lattice))
     results = asyncio.run(collect_results(kafka, lattice, "sensor", valid, timeout=60))
-    dead = asyncio.run(read_dlq(kafka, lattice, len(expected_bad), timeout=30))
+    dead = asyncio.run(read_dlq(kafka, lattice, "sensor", len(expected_bad), timeout=30))
 
     assert valid <= results.keys(), f"{len(valid - results.keys())} valid events lost behind bad ones"
     assert len(dead) == len(expected_bad)
-    letters = {}
-    for m in dead:
-        letter = codecs().dead_letter.decode(m.value)
-        letters[(letter["partition"], letter["offset"])] = (m, letter)  # where the bad record was
+    letters = {(letter["partition"], letter["offset"]): (m, letter) for m, letter in dead}  # where it was
     for kind, (partition, offset) in bad_at.items():
         m, letter = letters[(partition, offset)]
         headers = dict(m.headers)
