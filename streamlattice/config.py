@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,10 @@ class Lattice:
         except KeyError:
             known = ", ".join(sorted(self.tasks))
             raise ConfigError(f"unknown task {name!r} (lattice.toml has: {known})") from None
+
+    def with_task(self, task: Task) -> Lattice:
+        """The same layout with `task` added or replaced (e.g. batch limits tuned for one node)."""
+        return replace(self, tasks={**self.tasks, task.name: task})
 
     def region_of_partition(self, partition: int) -> Region:
         """The region whose block holds `partition`."""

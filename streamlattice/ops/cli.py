@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -235,8 +236,19 @@ def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
 @click.option("--node-id", help="Stable id of this node [region-host-pid].")
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime intra-op threads.")
 @click.option("--providers", help="Execution providers in order of preference, e.g. cuda,cpu [the task's, else cpu].")
+@click.option("--max-batch", type=click.IntRange(min=1), help="Largest micro-batch [the task's].")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), help="Longest an event waits for its batch [the task's].")
 @pass_state
-def worker(state: State, task: str, region: str, node_id: str | None, threads: int, providers: str | None) -> None:
+def worker(
+    state: State,
+    task: str,
+    region: str,
+    node_id: str | None,
+    threads: int,
+    providers: str | None,
+    max_batch: int | None,
+    max_wait_ms: float | None,
+) -> None:
     """Serve a task in a region: consume events, infer micro-batches, publish results.
 
     SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
@@ -245,8 +257,20 @@ def worker(state: State, task: str, region: str, node_id: str | None, threads: i
 
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
 
+    try:
+        spec = state.lattice.task(task)
+    except StreamLatticeError as e:
+        raise click.ClickException(str(e)) from None
+    lattice = state.lattice.with_task(
+        dataclasses.replace(
+            spec,
+            max_batch=max_batch or spec.max_batch,
+            max_wait_ms=spec.max_wait_ms if max_wait_ms is None else max_wait_ms,
+        )
+    )
+
     async def serve() -> None:
-        w = Worker(state.lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen)
+        w = Worker(lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen)
         stop = asyncio.Event()
         stop_on_signals(stop)
         await w.run(stop)
