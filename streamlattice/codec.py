@@ -132,11 +132,13 @@ class Codecs:
     event: RecordCodec
     result: RecordCodec
     dead_letter: RecordCodec
+    heartbeat: RecordCodec
+    placement: RecordCodec
 
     @classmethod
     def load(cls) -> Codecs:
         """Parse the schemas under schemas/ (once per process: keep the instance)."""
-        return cls(RecordCodec.named("event"), RecordCodec.named("result"), RecordCodec.named("dead_letter"))
+        return cls(*(RecordCodec.named(n) for n in ("event", "result", "dead_letter", "heartbeat", "placement")))
 
 
 _CODECS: Codecs | None = None

@@ -1,0 +1,226 @@
+"""Placement: which node serves which partition. A pure function: lattice state in, plan out.
+
+Each (partition, node) pair has a cost, lower is better:
+
+    latency_weight * latency(home region -> node region) / worst latency
+  + carbon_weight  * node's grid carbon intensity / the dirtiest possible grid
+  + spare_weight   * node's utilisation with the partition on it
+
+so a partition prefers its own region, then green power, then spare capacity, in the
+proportions lattice.toml's [placement] weights give. On top of the costs:
+
+- every partition is assigned exactly once, to a live node (when there is one);
+- a node is filled to at most `headroom` of its capacity while the lattice can carry the
+  load (beyond that, load is spread in proportion to capacity);
+- a partition whose node still lives stays unless moving lowers its cost by more than
+  `hysteresis`, and at most `max_moves` such moves happen per plan; partitions of lost or
+  overloaded nodes always move (those moves are not limited);
+- the same inputs give the same plan, whatever order they come in.
+
+The greedy passes are vectorised over nodes with numpy: a plan for 10,000 partitions over
+1,000 nodes takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+DIRTIEST_G_PER_KWH = 700.0
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A live node as its heartbeats describe it."""
+
+    node_id: str
+    region: str
+    capacity_eps: float
+    renewable_fraction: float
+    carbon_intensity: float
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """A partition of a task topic: the region whose events it holds, and their rate."""
+
+    partition: int
+    home_region: str
+    load_eps: float = 0.0
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How placement trades latency, carbon and spare capacity, and how eagerly it moves."""
+
+    latency: float = 1.0
+    carbon: float = 1.0
+    spare: float = 0.3
+    headroom: float = 0.8
+    hysteresis: float = 0.05
+    max_moves: int = 8
+    min_load_eps: float = 1.0  # a partition with no measured load still weighs this much
+    default_capacity_eps: float = 1000.0  # for a node that has not measured itself yet
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one partition goes, and the numbers that explain why."""
+
+    partition: int
+    node_id: str
+    home_region: str
+    node_region: str
+    latency_ms: float
+    carbon_intensity: float
+    renewable_fraction: float
+    utilization: float
+    cost: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A complete assignment with its explanation."""
+
+    placements: tuple[Placement, ...]
+    moves: int  # partitions whose node changed from the previous plan
+    overloaded: bool  # the load exceeds the lattice's capacity within headroom
+
+    @property
+    def assignment(self) -> dict[int, str]:
+        """Partition -> node id."""
+        return {p.partition: p.node_id for p in self.placements}
+
+
+def make_plan(
+    partitions: Iterable[PartitionState],
+    nodes: Iterable[NodeState],
+    latency_ms: Mapping[tuple[str, str], float],
+    weights: Weights = Weights(),
+    previous: Mapping[int, str] | None = None,
+) -> Plan:
+    """The plan for `partitions` over `nodes`, moving as little as pays from `previous`."""
+    parts = sorted(partitions, key=lambda p: p.partition)
+    live = sorted(nodes, key=lambda n: n.node_id)
+    if not live or not parts:
+        return Plan((), 0, False)
+    w = weights
+    node_index = {n.node_id: i for i, n in enumerate(live)}
+    regions = sorted({n.region for n in live} | {p.home_region for p in parts})
+    region_index = {r: i for i, r in enumerate(regions)}
+
+    # ---- static costs: [home region, node] -------------------------------------------------
+    lat = np.array([[latency_ms.get((a, b), 0.0 if a == b else _worst(latency_ms)) for b in regions] for a in regions])
+    worst = float(lat.max()) or 1.0
+    node_region = np.array([region_index[n.region] for n in live])
+    carbon = np.array([n.carbon_intensity for n in live])
+    dirtiest = max(DIRTIEST_G_PER_KWH, float(carbon.max()))
+    static = w.latency * lat[:, node_region] / worst + w.carbon * carbon[None, :] / dirtiest
+    cap = np.array([n.capacity_eps if n.capacity_eps > 0 else w.default_capacity_eps for n in live])
+
+    load = np.array([max(p.load_eps, w.min_load_eps) for p in parts])
+    home = np.array([region_index[p.home_region] for p in parts])
+    total_load, total_cap = float(load.sum()), float(cap.sum())
+    overloaded = total_load > w.headroom * total_cap
+    limit = cap * max(w.headroom, total_load / total_cap * 1.02)
+
+    used = np.zeros(len(live))
+    owner = np.full(len(parts), -1)
+    before = np.full(len(parts), -1)
+    if previous:
+        for i, p in enumerate(parts):
+            before[i] = node_index.get(previous.get(p.partition, ""), -1)
+
+    def costs(i: int, exclude: int = -1) -> np.ndarray:
+        c = static[home[i]] + w.spare * (used + load[i]) / cap
+        c[used + load[i] > limit] = np.inf
+        if exclude >= 0:
+            c[exclude] = np.inf
+        return c
+
+    def place(i: int, n: int) -> None:
+        owner[i] = n
+        used[n] += load[i]
+
+    def best(i: int, exclude: int = -1) -> int:
+        c = costs(i, exclude)
+        n = int(np.argmin(c))
+        if np.isinf(c[n]):  # nowhere within limits: the least utilised node after taking it
+            util = (used + load[i]) / cap
+            if exclude >= 0:
+                util[exclude] = np.inf
+            n = int(np.argmin(util))
+        return n
+
+    # 1. partitions whose node lives stay there for now
+    for i in np.flatnonzero(before >= 0):
+        place(int(i), int(before[i]))
+    # 2. the others (new, or their node is gone), heaviest first
+    for i in sorted(np.flatnonzero(before < 0), key=lambda i: (-load[i], parts[i].partition)):
+        place(int(i), best(int(i)))
+    # 3. relieve nodes above their limit, moving their cheapest-to-move partitions first
+    for n in np.flatnonzero(used > limit + 1e-9):
+        mine = sorted(np.flatnonzero(owner == n), key=lambda i: (load[i], parts[i].partition))
+        for i in mine:
+            if used[n] <= limit[n] + 1e-9 or len(live) == 1:
+                break
+            used[n] -= load[i]
+            target = best(int(i), exclude=int(n))
+            place(int(i), target)
+    # 4. improvements that pay for themselves, biggest gain first, at most max_moves
+    sticky = np.flatnonzero((before >= 0) & (owner == before))
+    if len(sticky) and w.max_moves > 0:
+        stay = static[home[sticky], owner[sticky]] + w.spare * used[owner[sticky]] / cap[owner[sticky]]
+        alt = np.full(len(sticky), np.inf)
+        for chunk in range(0, len(sticky), 2048):
+            idx = sticky[chunk : chunk + 2048]
+            c = static[home[idx]] + w.spare * (used[None, :] + load[idx, None]) / cap[None, :]
+            c[used[None, :] + load[idx, None] > limit[None, :]] = np.inf
+            c[np.arange(len(idx)), owner[idx]] = np.inf
+            alt[chunk : chunk + len(idx)] = c.min(axis=1)
+        gain = stay - alt
+        candidates = sorted(np.flatnonzero(gain > w.hysteresis), key=lambda k: (-gain[k], parts[sticky[k]].partition))
+        moved = 0
+        for k in candidates:
+            if moved >= w.max_moves:
+                break
+            i = int(sticky[k])
+            n = int(owner[i])
+            used[n] -= load[i]
+            stay_now = static[home[i], n] + w.spare * (used[n] + load[i]) / cap[n]
+            target = best(i, exclude=n)
+            target_cost = costs(i)[target]
+            if stay_now - target_cost > w.hysteresis:
+                place(i, target)
+                moved += 1
+            else:
+                used[n] += load[i]
+
+    placements = []
+    moves = 0
+    for i, p in enumerate(parts):
+        n = int(owner[i])
+        node = live[n]
+        lat_ms = float(lat[home[i], node_region[n]])
+        util = float(used[n] / cap[n])
+        cost = float(static[home[i], n] + w.spare * util)
+        was = int(before[i])
+        moves += was != n
+        where = "home region" if node.region == p.home_region else f"{lat_ms:.0f} ms from {p.home_region}"
+        why = f"{where}, {node.carbon_intensity:.0f} gCO2/kWh, {util:.0%} used"
+        if was < 0:
+            why += ", newly placed" if not previous or p.partition not in previous else ", its node left"
+        elif was != n:
+            why += f", moved from {live[was].node_id}"
+        placements.append(
+            Placement(p.partition, node.node_id, p.home_region, node.region, lat_ms, node.carbon_intensity,
+                      node.renewable_fraction, util, cost, why)
+        )
+    return Plan(tuple(placements), moves, overloaded)
+
+
+def _worst(latency_ms: Mapping[tuple[str, str], float]) -> float:
+    return max(latency_ms.values(), default=0.0) or 100.0
