@@ -1,26 +1,28 @@
-"""Region-local partition assignment for a worker group: a region's partitions go to its own nodes.
+"""The lattice assignor: the group leader assigns partitions by the router's newest plan.
 
-The policy is the pure function `assign_region_local`; `region_assignor` binds a worker's own
-facts (node id, region) into an aiokafka assignor class, since aiokafka's assignors are
-classmethod-based and a member's metadata must come from the class. Membership, generations
-and fencing stay Kafka's own. The lattice issue layers the router's placement plan on top.
+The policy lives in pure functions (`assign_by_plan`, `assign_sticky_region_local`);
+`lattice_assignor` binds a worker's own facts and its plan follower into an aiokafka
+assignor class (aiokafka's assignors are classmethod-based, so a member's metadata has to
+come from the class). Membership, generations and fencing stay Kafka's own. Each
+assignment carries the plan epoch it was made from, so a member can tell when a newer plan
+has not yet reached the group and ask for a rebalance (see `request_rebalance`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from aiokafka.coordinator.protocol import (
-    ConsumerProtocolMemberAssignment,
-    ConsumerProtocolMemberMetadata,
-)
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
 from streamlattice.config import Lattice
+from streamlattice.plans import PublishedPlan
 
 
 @dataclass(frozen=True)
@@ -29,28 +31,69 @@ class Member:
 
     node_id: str
     region: str
+    capacity_eps: float = 0.0
+    owned: tuple[int, ...] = field(default=())  # partitions it holds now, for stickiness
 
     def encode(self) -> bytes:
         """The member's user_data bytes."""
-        return json.dumps({"node_id": self.node_id, "region": self.region}).encode()
+        return json.dumps(
+            {
+                "node_id": self.node_id,
+                "region": self.region,
+                "capacity_eps": self.capacity_eps,
+                "owned": list(self.owned),
+            }
+        ).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Member | None:
         """A member of user_data bytes, or None if another kind of client wrote them."""
         try:
             raw = json.loads(data)
-            return cls(str(raw["node_id"]), str(raw["region"]))
+            return cls(
+                str(raw["node_id"]),
+                str(raw["region"]),
+                float(raw.get("capacity_eps", 0.0)),
+                tuple(int(p) for p in raw.get("owned", ())),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
 
-def assign_region_local(
-    partitions: Iterable[int], region_of: Mapping[int, str], members: Mapping[str, str | None]
-) -> dict[str, list[int]]:
-    """Partition numbers per member id: each region's block round-robin over that region's members.
+@dataclass(frozen=True)
+class AssignmentInfo:
+    """What the leader tells each member about how its assignment was made."""
 
-    A region with no member of its own is served by every member, least loaded first, so
-    every partition is assigned exactly once while any member lives. Deterministic.
+    epoch: int  # plan epoch used, 0 for none
+    mode: str  # "plan" or "sticky"
+
+    def encode(self) -> bytes:
+        """The assignment's user_data bytes."""
+        return json.dumps({"epoch": self.epoch, "mode": self.mode}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> AssignmentInfo:
+        """The info of user_data bytes (epoch 0, sticky, if absent or foreign)."""
+        try:
+            raw = json.loads(data)
+            return cls(int(raw["epoch"]), str(raw["mode"]))
+        except (ValueError, KeyError, TypeError):
+            return cls(0, "sticky")
+
+
+def _least_loaded(candidates: Iterable[str], out: Mapping[str, list[int]]) -> str:
+    return min(candidates, key=lambda m: (len(out[m]), m))
+
+
+def assign_sticky_region_local(
+    partitions: Iterable[int], region_of: Mapping[int, str], members: Mapping[str, Member | None]
+) -> dict[str, list[int]]:
+    """Partitions per member id: each region's block over that region's members, keeping what they own.
+
+    A member keeps the partitions it owns (of its region, up to a fair share of the block);
+    the rest go to the least loaded member of the partition's region, or of the whole group
+    when the region has no member. Every partition is assigned exactly once while any member
+    lives. Deterministic.
     """
     ids = sorted(members)
     out: dict[str, list[int]] = {m: [] for m in ids}
@@ -58,56 +101,118 @@ def assign_region_local(
         return out
     by_region: dict[str | None, list[str]] = defaultdict(list)
     for m in ids:
-        by_region[members[m]].append(m)
-    orphans: list[int] = []
-    next_index: dict[str, int] = defaultdict(int)
-    for p in sorted(partitions):
-        region = region_of.get(p)
-        local = by_region.get(region) if region is not None else None
-        if not local:
-            orphans.append(p)
+        info = members[m]
+        by_region[info.region if info else None].append(m)
+    parts = sorted(set(partitions))
+    block_size: dict[str, int] = defaultdict(int)
+    for p in parts:
+        block_size[region_of.get(p, "")] += 1
+    taken: set[int] = set()
+    for m in ids:  # stickiness first, in member order, never beyond a fair share
+        info = members[m]
+        if info is None:
             continue
-        i = next_index[region]  # type: ignore[index]
-        out[local[i % len(local)]].append(p)
-        next_index[region] += 1  # type: ignore[index]
-    for p in orphans:
-        target = min(ids, key=lambda m: (len(out[m]), m))
-        out[target].append(p)
+        local = by_region[info.region]
+        share = math.ceil(block_size[info.region] / len(local)) if local else 0
+        for p in sorted(info.owned):
+            if p in parts and p not in taken and region_of.get(p) == info.region and len(out[m]) < share:
+                out[m].append(p)
+                taken.add(p)
+    for p in parts:
+        if p in taken:
+            continue
+        local = by_region.get(region_of.get(p)) or ids
+        out[_least_loaded(local, out)].append(p)
+    return {m: sorted(ps) for m, ps in out.items()}
+
+
+def assign_by_plan(
+    partitions: Iterable[int],
+    plan: Mapping[int, str],
+    region_of: Mapping[int, str],
+    members: Mapping[str, Member | None],
+) -> dict[str, list[int]]:
+    """Partitions per member id as the plan says; a partition whose planned node is not in the
+    group goes to the least loaded member of its region, else of the group."""
+    ids = sorted(members)
+    out: dict[str, list[int]] = {m: [] for m in ids}
+    if not ids:
+        return out
+    by_node: dict[str, str] = {}
+    for m in ids:
+        info = members[m]
+        if info is not None and info.node_id not in by_node:
+            by_node[info.node_id] = m
+    by_region: dict[str, list[str]] = defaultdict(list)
+    for m in ids:
+        info = members[m]
+        if info is not None:
+            by_region[info.region].append(m)
+    missing: list[int] = []
+    for p in sorted(set(partitions)):
+        owner = by_node.get(plan.get(p, ""))
+        if owner is None:
+            missing.append(p)
+        else:
+            out[owner].append(p)
+    for p in missing:
+        out[_least_loaded(by_region.get(region_of.get(p, "")) or ids, out)].append(p)
     return out
 
 
-def region_assignor(lattice: Lattice, me: Member) -> type[AbstractPartitionAssignor]:
-    """An aiokafka assignor class carrying this worker's member facts and the lattice's regions."""
+def request_rebalance(consumer: AIOKafkaConsumer) -> None:
+    """Ask the group for a rebalance now (the coordinator rejoins; Kafka runs the protocol).
+
+    aiokafka 0.14 has no public call for this; its group coordinator's `request_rejoin` is
+    what a failed heartbeat uses. This is the one place that reaches for it.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "request_rejoin"):
+        raise RuntimeError("this aiokafka has no coordinator.request_rejoin; pin aiokafka >=0.14,<0.15")
+    coordinator.request_rejoin()
+
+
+def lattice_assignor(
+    lattice: Lattice,
+    me: Callable[[], Member],
+    current_plan: Callable[[], PublishedPlan | None],
+    on_assigned: Callable[[AssignmentInfo], None],
+) -> type[AbstractPartitionAssignor]:
+    """An aiokafka assignor class bound to this worker's facts and its view of the newest plan."""
     region_of = {p: r.name for r in lattice.regions for p in r.block}
 
-    class RegionLocalAssignor(AbstractPartitionAssignor):
-        name = "streamlattice-region"
-        version = 0
+    class LatticeAssignor(AbstractPartitionAssignor):
+        name = "streamlattice-lattice"
+        version = 1
 
         @classmethod
         def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-            return ConsumerProtocolMemberMetadata(cls.version, sorted(topics), me.encode())
+            return ConsumerProtocolMemberMetadata(cls.version, sorted(topics), me().encode())
 
         @classmethod
         def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
-            pass
+            on_assigned(AssignmentInfo.decode(assignment.user_data))
 
         @classmethod
         def assign(
             cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
         ) -> dict[str, ConsumerProtocolMemberAssignment]:
+            plan = current_plan()
+            info = AssignmentInfo(plan.epoch, "plan") if plan else AssignmentInfo(0, "sticky")
             topics = sorted({t for m in members.values() for t in m.subscription})
-            plan: dict[str, list[tuple[str, list[int]]]] = {m: [] for m in members}
+            out: dict[str, list[tuple[str, list[int]]]] = {m: [] for m in members}
             for topic in topics:
                 subscribed = {
-                    mid: (info.region if (info := Member.decode(meta.user_data)) else None)
-                    for mid, meta in members.items()
-                    if topic in meta.subscription
+                    mid: Member.decode(meta.user_data) for mid, meta in members.items() if topic in meta.subscription
                 }
                 parts = cluster.partitions_for_topic(topic) or set()
-                for mid, ps in assign_region_local(parts, region_of, subscribed).items():
+                if plan is not None:
+                    per_member = assign_by_plan(parts, plan.assignment, region_of, subscribed)
+                else:
+                    per_member = assign_sticky_region_local(parts, region_of, subscribed)
+                for mid, ps in per_member.items():
                     if ps:
-                        plan[mid].append((topic, ps))
-            return {m: ConsumerProtocolMemberAssignment(cls.version, a, b"") for m, a in plan.items()}
+                        out[mid].append((topic, ps))
+            return {m: ConsumerProtocolMemberAssignment(cls.version, a, info.encode()) for m, a in out.items()}
 
-    return RegionLocalAssignor
+    return LatticeAssignor

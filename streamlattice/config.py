@@ -45,6 +45,8 @@ class Region:
     partitions: int
     first_partition: int
     carbon_intensity: float  # gCO2/kWh assumed until a power source reports a live value
+    tz_hours: float = 0.0  # UTC offset, for the sun over simulated solar power
+    power: str = "grid"  # the power source spec its nodes use unless told otherwise
 
     @property
     def block(self) -> range:
@@ -81,6 +83,24 @@ class Task:
 
 
 @dataclass(frozen=True)
+class LatticeSettings:
+    """[lattice] timings and [placement] weights (see streamlattice.placement.Weights)."""
+
+    heartbeat_s: float = 2.0  # how often a node reports
+    node_timeout_s: float = 10.0  # a node silent this long is forgotten
+    plan_interval_s: float = 2.0  # how often the router reconsiders the plan
+    plan_refresh_s: float = 5.0  # the router republishes an unchanged plan this often
+    plan_stale_s: float = 30.0  # a plan older than this means the router is gone
+    time_factor: float = 1.0  # simulated power time runs this many times faster
+    latency: float = 1.0
+    carbon: float = 1.0
+    spare: float = 0.3
+    headroom: float = 0.8
+    hysteresis: float = 0.05
+    max_moves: int = 8
+
+
+@dataclass(frozen=True)
 class Lattice:
     """The whole layout; topic names derive from `namespace`."""
 
@@ -88,6 +108,7 @@ class Lattice:
     regions: tuple[Region, ...]
     tasks: dict[str, Task]
     latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    settings: LatticeSettings = field(default_factory=lambda: LatticeSettings())
     source: Path | None = None
 
     @property
@@ -189,7 +210,7 @@ def parse_lattice(raw: dict[str, Any], base_dir: Path, source: Path | None = Non
         if n < 1:
             raise ConfigError(f"{where}: region {name!r} needs partitions >= 1, got {n}")
         carbon = float(spec.get("carbon_intensity", 400.0))
-        regions.append(Region(name, n, first, carbon))
+        regions.append(Region(name, n, first, carbon, float(spec.get("tz_hours", 0.0)), str(spec.get("power", "grid"))))
         first += n
 
     names = {r.name for r in regions}
@@ -203,7 +224,14 @@ def parse_lattice(raw: dict[str, Any], base_dir: Path, source: Path | None = Non
         latency.setdefault((r.name, r.name), 0.0)
 
     tasks = {name: _parse_task(name, spec, base_dir, where) for name, spec in raw.get("tasks", {}).items()}
-    return Lattice(namespace, tuple(regions), tasks, latency, source)
+    values: dict[str, Any] = {**meta, **raw.get("placement", {})}
+    values.pop("namespace", None)
+    try:
+        typed: dict[str, Any] = {k: int(v) if k == "max_moves" else float(v) for k, v in values.items()}
+        settings = LatticeSettings(**typed)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: [lattice] or [placement]: {e}") from None
+    return Lattice(namespace, tuple(regions), tasks, latency, settings, source)
 
 
 def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> Task:

@@ -156,20 +156,19 @@ def make_plan(
         return n
 
     # 1. partitions whose node lives stay there for now
-    for i in np.flatnonzero(before >= 0):
-        place(int(i), int(before[i]))
+    for i in np.flatnonzero(before >= 0).tolist():
+        place(i, int(before[i]))
     # 2. the others (new, or their node is gone), heaviest first
-    for i in sorted(np.flatnonzero(before < 0), key=lambda i: (-load[i], parts[i].partition)):
-        place(int(i), best(int(i)))
+    for i in sorted(np.flatnonzero(before < 0).tolist(), key=lambda i: (-load[i], parts[i].partition)):
+        place(i, best(i))
     # 3. relieve nodes above their limit, moving their cheapest-to-move partitions first
-    for n in np.flatnonzero(used > limit + 1e-9):
-        mine = sorted(np.flatnonzero(owner == n), key=lambda i: (load[i], parts[i].partition))
+    for over in np.flatnonzero(used > limit + 1e-9).tolist():
+        mine = sorted(np.flatnonzero(owner == over).tolist(), key=lambda i: (load[i], parts[i].partition))
         for i in mine:
-            if used[n] <= limit[n] + 1e-9 or len(live) == 1:
+            if used[over] <= limit[over] + 1e-9 or len(live) == 1:
                 break
-            used[n] -= load[i]
-            target = best(int(i), exclude=int(n))
-            place(int(i), target)
+            used[over] -= load[i]
+            place(i, best(i, exclude=over))
     # 4. improvements that pay for themselves, biggest gain first, at most max_moves
     sticky = np.flatnonzero((before >= 0) & (owner == before))
     if len(sticky) and w.max_moves > 0:
@@ -188,16 +187,15 @@ def make_plan(
             if moved >= w.max_moves:
                 break
             i = int(sticky[k])
-            n = int(owner[i])
-            used[n] -= load[i]
-            stay_now = static[home[i], n] + w.spare * (used[n] + load[i]) / cap[n]
-            target = best(i, exclude=n)
-            target_cost = costs(i)[target]
-            if stay_now - target_cost > w.hysteresis:
+            here = int(owner[i])
+            used[here] -= load[i]
+            stay_now = static[home[i], here] + w.spare * (used[here] + load[i]) / cap[here]
+            target = best(i, exclude=here)
+            if stay_now - costs(i)[target] > w.hysteresis:
                 place(i, target)
                 moved += 1
             else:
-                used[n] += load[i]
+                used[here] += load[i]
 
     placements = []
     moves = 0
@@ -216,8 +214,18 @@ def make_plan(
         elif was != n:
             why += f", moved from {live[was].node_id}"
         placements.append(
-            Placement(p.partition, node.node_id, p.home_region, node.region, lat_ms, node.carbon_intensity,
-                      node.renewable_fraction, util, cost, why)
+            Placement(
+                p.partition,
+                node.node_id,
+                p.home_region,
+                node.region,
+                lat_ms,
+                node.carbon_intensity,
+                node.renewable_fraction,
+                util,
+                cost,
+                why,
+            )
         )
     return Plan(tuple(placements), moves, overloaded)
 

@@ -52,7 +52,10 @@ def mix(renewable: float) -> PowerReading:
 class PowerSource(Protocol):
     """Anything that can say what power is available at a time."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What to call the source in heartbeats and views."""
+        ...
 
     def read(self, t: float) -> PowerReading:
         """The reading at `t`, seconds since the epoch."""
@@ -169,8 +172,9 @@ class CsvSource:
         try:
             with path.open() as f:
                 for row in csv.DictReader(f):
-                    rows.append((_timestamp(row["time"]), float(row["renewable_fraction"]),
-                                 float(row["carbon_intensity"])))
+                    rows.append(
+                        (_timestamp(row["time"]), float(row["renewable_fraction"]), float(row["carbon_intensity"]))
+                    )
         except (OSError, KeyError, ValueError) as e:
             raise ConfigError(
                 f"power CSV {path} unreadable ({e}); it needs columns time, renewable_fraction, carbon_intensity"
@@ -215,7 +219,7 @@ class HttpSource:
         """The feed's reading (the time is the feed's business)."""
         if self._last is None or time.monotonic() - self._fetched >= self.ttl_s:
             try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:  # noqa: S310 - operator's URL
+                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:
                     raw = json.loads(resp.read())
                 self._last = PowerReading(float(raw["renewable_fraction"]), float(raw["carbon_intensity"]))
                 self._failing = False
@@ -243,11 +247,11 @@ def parse_power(spec: str, tz_hours: float = 0.0) -> PowerSource:
     seed = int(opts.pop("seed", 0))
     try:
         if kind == "solar":
-            return Solar(tz_hours=tz_hours, seed=seed, **opts)
+            return Solar(tz_hours=tz_hours, seed=seed, **opts)  # type: ignore[arg-type]
         if kind == "wind":
-            return Wind(seed=seed or 1, **opts)
+            return Wind(seed=seed or 1, **opts)  # type: ignore[arg-type]
         if kind == "grid":
-            return Grid(tz_hours=tz_hours, **opts)
+            return Grid(tz_hours=tz_hours, **opts)  # type: ignore[arg-type]
         if kind == "static":
             return Static(opts.get("renewable", 0.0), opts.get("carbon", DIRTY_G_PER_KWH))
     except TypeError as e:

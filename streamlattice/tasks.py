@@ -14,6 +14,7 @@ hook results carry the raw outputs only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,10 @@ class Inferred:
     annotations: Annotations
 
 
+# Per-event Python cost of a worker around the model (decode, validate, encode, produce),
+# measured on the sensor task; refined by the node's own measurement once it serves.
+WORKER_OVERHEAD_S = 80e-6
+
 Preprocess = Callable[[np.ndarray, TaskContext], ModelInput]
 Postprocess = Callable[[dict[str, np.ndarray], TaskContext], Annotations]
 
@@ -77,6 +82,7 @@ class TaskRuntime:
         self.model = model
         self.context = TaskContext(task, model)
         self.context.runtime = self
+        self.warm_capacity_eps = 0.0
         self._pre: Preprocess | None = import_path(task.preprocess) if task.preprocess else None
         self._post: Postprocess | None = import_path(task.postprocess) if task.postprocess else None
         if self._pre is None and len(model.input_names) != 1:
@@ -106,10 +112,17 @@ class TaskRuntime:
         return Inferred(outputs, flags, self.annotate(outputs))
 
     def warm_up(self, sizes: tuple[int, ...]) -> None:
-        """Run the model at the given batch sizes, so the first real batch is not an outlier."""
+        """Run the model at the given batch sizes, so the first real batch is not an outlier.
+
+        Also gives a first capacity estimate (`warm_capacity_eps`) before any event is served.
+        """
         for n in sizes:
             if self.task.input == "text":
                 batch = np.array(["warm up the model"] * n, dtype=object)
             else:
                 batch = np.zeros((n, *self.task.shape), dtype=self.task.np_dtype)
             self.run(batch)
+            started = time.perf_counter()
+            self.run(batch)
+            per_event = (time.perf_counter() - started) / n
+        self.warm_capacity_eps = 1.0 / (per_event + WORKER_OVERHEAD_S)

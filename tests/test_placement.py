@@ -31,8 +31,9 @@ nodes_st = st.lists(
     unique_by=lambda n: n.node_id,
 )
 parts_st = st.lists(
-    st.builds(PartitionState, partition=st.integers(0, 200), home_region=st.sampled_from(REGIONS),
-              load_eps=st.floats(0, 100)),
+    st.builds(
+        PartitionState, partition=st.integers(0, 200), home_region=st.sampled_from(REGIONS), load_eps=st.floats(0, 100)
+    ),
     min_size=1,
     max_size=40,
     unique_by=lambda p: p.partition,
@@ -42,8 +43,9 @@ parts_st = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(parts_st, nodes_st, st.data())
 def test_every_partition_is_assigned_exactly_once_to_a_live_node(parts, nodes, data) -> None:
-    previous = data.draw(st.dictionaries(st.sampled_from([p.partition for p in parts]),
-                                         st.text("abcdefghxyz", min_size=1, max_size=4)))
+    previous = data.draw(
+        st.dictionaries(st.sampled_from([p.partition for p in parts]), st.text("abcdefghxyz", min_size=1, max_size=4))
+    )
     plan = make_plan(parts, nodes, LATENCY, previous=previous)
     assert sorted(p.partition for p in plan.placements) == sorted(p.partition for p in parts)
     assert {p.node_id for p in plan.placements} <= {n.node_id for n in nodes}
@@ -63,8 +65,11 @@ def test_capacity_with_headroom_holds_when_the_lattice_can_carry_the_load(parts,
     w = Weights()
     total_cap = sum(n.capacity_eps for n in nodes)
     # loads small against every node and half the lattice's capacity at most
-    scale = min(0.5 * w.headroom * total_cap / sum(max(p.load_eps, w.min_load_eps) for p in parts),
-                0.1 * min(n.capacity_eps for n in nodes) / max(max(p.load_eps, w.min_load_eps) for p in parts), 1.0)
+    scale = min(
+        0.5 * w.headroom * total_cap / sum(max(p.load_eps, w.min_load_eps) for p in parts),
+        0.1 * min(n.capacity_eps for n in nodes) / max(max(p.load_eps, w.min_load_eps) for p in parts),
+        1.0,
+    )
     parts = [PartitionState(p.partition, p.home_region, max(p.load_eps, w.min_load_eps) * scale) for p in parts]
     w = Weights(min_load_eps=0.0)
     plan = make_plan(parts, nodes, LATENCY, w)
@@ -81,8 +86,10 @@ def test_moves_are_bounded_and_replanning_settles(parts, nodes, changed) -> None
     w = Weights(max_moves=3)
     first = make_plan(parts, nodes, LATENCY, w)
     # the same nodes under different power: only paying moves, at most max_moves of them
-    shifted = [NodeState(n.node_id, n.region, n.capacity_eps, c.renewable_fraction, c.carbon_intensity)
-               for n, c in zip(nodes, changed * len(nodes), strict=False)]
+    shifted = [
+        NodeState(n.node_id, n.region, n.capacity_eps, c.renewable_fraction, c.carbon_intensity)
+        for n, c in zip(nodes, changed * len(nodes), strict=False)
+    ]
     plan, previous = first, first.assignment
     for _ in range(40):
         plan = make_plan(parts, shifted, LATENCY, w, previous=previous)
@@ -112,8 +119,13 @@ def test_a_dirty_region_sends_its_work_to_a_green_neighbour_and_takes_it_back() 
     moved = [p for p in plan.placements if p.partition < 4]
     assert all("40 ms from eu" in p.reason for p in moved)
     # the power turns back: eu's block comes home
-    back = make_plan(PARTS, [node("eu-1", "eu"), node("us-1", "us"), node("ap-1", "ap")], LATENCY,
-                     Weights(max_moves=100), previous=plan.assignment)
+    back = make_plan(
+        PARTS,
+        [node("eu-1", "eu"), node("us-1", "us"), node("ap-1", "ap")],
+        LATENCY,
+        Weights(max_moves=100),
+        previous=plan.assignment,
+    )
     assert all(back.assignment[p] == "eu-1" for p in range(4))
     assert back.moves == 4
 

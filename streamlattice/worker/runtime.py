@@ -9,6 +9,7 @@ Nothing is committed before its result is durable, so a crash loses nothing (at-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -19,10 +20,11 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
 
-from streamlattice.assignor import Member, region_assignor
+from streamlattice.agent import Meter, PowerMeter, heartbeat_record
+from streamlattice.assignor import AssignmentInfo, Member, lattice_assignor, request_rebalance
 from streamlattice.batching import BatchPolicy
 from streamlattice.client import now_us
 from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
@@ -31,6 +33,8 @@ from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.models import load_model
 from streamlattice.partitioning import partition_for
+from streamlattice.plans import PlanFollower, PublishedPlan
+from streamlattice.power import Clock, PowerSource, parse_power
 from streamlattice.tasks import Inferred, TaskRuntime
 from streamlattice.topics import require_topics
 from streamlattice.validation import check_event, check_size, non_finite_rows
@@ -81,6 +85,7 @@ class Batch:
     rejected: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
     inference: asyncio.Future[Inferred] | None = None
     infer_started: float = 0.0
+    python_s: float = 0.0  # time the event loop spent on this batch (validation, encoding)
 
 
 class Worker:
@@ -95,6 +100,7 @@ class Worker:
         settings: KafkaSettings | None = None,
         threads: int = 1,
         providers: tuple[str, ...] | None = None,
+        power: PowerSource | None = None,
     ) -> None:
         self.lattice = lattice
         self.task: Task = lattice.task(task)
@@ -118,6 +124,13 @@ class Worker:
         self._finished: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
+        ls = lattice.settings
+        clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
+        self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
+        self.meter = Meter()
+        self.plans: PlanFollower | None = None
+        self.assigned = AssignmentInfo(0, "sticky")
+        self._rejoin_epoch = 0  # newest plan epoch a rebalance was asked for
 
     # ---- set-up --------------------------------------------------------------------------
 
@@ -138,11 +151,18 @@ class Worker:
             runtime = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
         model = runtime.model
         log.info("node %s: model %s@%s on %s", self.node_id, model.name, model.version, ",".join(model.providers))
+        self.meter.capacity_eps = runtime.warm_capacity_eps
+        # Read the newest plan before joining, so the first assignment already follows it.
+        self.plans = PlanFollower(lt, self.task.name, self.settings, self._on_plan)
+        await self.plans.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.plans.caught_up.wait(), 5)
         producer = make_producer(self.settings, linger_ms=1)
+        assignor = lattice_assignor(lt, self._member, self._plan_for_assignment, self._on_assigned)
         consumer = make_consumer(
             self.settings,
             group_id=lt.group_id(self.task.name),
-            partition_assignment_strategy=(region_assignor(lt, Member(self.node_id, self.region.name)),),
+            partition_assignment_strategy=(assignor,),
             max_poll_records=self.task.max_batch,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
@@ -152,11 +172,13 @@ class Worker:
             await start_client(consumer, self.settings)
         except BaseException:
             await producer.stop()
+            await self.plans.stop()
             raise
         consumer.subscribe([topics[0]], listener=_DrainOnRevoke(self))
         self._consumer = consumer
         publisher = asyncio.create_task(self._publish_loop(producer), name="publish")
         committer = asyncio.create_task(self._commit_loop(consumer), name="commit")
+        reporter = asyncio.create_task(self._heartbeat_loop(producer, consumer), name="heartbeat")
         try:
             await self._consume_loop(consumer, stop, publisher, committer)
             await self._queue.put(None)
@@ -164,13 +186,84 @@ class Worker:
             await self._acks.put(None)
             await committer
         finally:
-            for task in (publisher, committer):
+            for task in (publisher, committer, reporter):
                 if not task.done():
                     task.cancel()
+            with contextlib.suppress(Exception):
+                await self._send_heartbeat(producer, consumer, stopping=True)
             await consumer.stop()
             await producer.stop()
+            await self.plans.stop()
             self._executor.shutdown(wait=False)
             log.info("node %s stopped: %s", self.node_id, self.stats.line())
+
+    # ---- the lattice: membership facts, plans, heartbeats ----------------------------------
+
+    def _member(self) -> Member:
+        owned = tuple(tp.partition for tp in self._consumer.assignment()) if self._consumer else ()
+        return Member(self.node_id, self.region.name, self.meter.capacity_eps, owned)
+
+    def _plan_for_assignment(self) -> PublishedPlan | None:
+        return self.plans.current(self.lattice.settings.plan_stale_s) if self.plans else None
+
+    def _on_assigned(self, info: AssignmentInfo) -> None:
+        self.assigned = info
+        # The leader may not have read the newest plan yet: ask again shortly.
+        latest = self._plan_for_assignment()
+        if latest is not None and latest.epoch > info.epoch:
+            asyncio.get_running_loop().call_later(1.0, self._maybe_rebalance)
+
+    def _on_plan(self, plan: PublishedPlan) -> None:
+        self._maybe_rebalance()
+
+    def _maybe_rebalance(self) -> None:
+        latest = self._plan_for_assignment()
+        if self._consumer is None or latest is None or latest.epoch <= self.assigned.epoch:
+            return
+        if latest.epoch == self._rejoin_epoch and self.assigned.epoch != 0:
+            return  # asked already for this epoch; _on_assigned asks again if it did not land
+        mine = {p for p, n in latest.assignment.items() if n == self.node_id}
+        held = {tp.partition for tp in self._consumer.assignment()}
+        if mine != held or self.assigned.mode != "plan":
+            log.info("node %s: plan epoch %d changes the assignment; rebalancing", self.node_id, latest.epoch)
+            self._rejoin_epoch = latest.epoch
+            request_rebalance(self._consumer)
+
+    async def _heartbeat_loop(self, producer: Any, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            await asyncio.sleep(self.lattice.settings.heartbeat_s)
+            try:
+                await self._send_heartbeat(producer, consumer)
+            except KafkaError as e:
+                log.warning("node %s: heartbeat not sent (%s)", self.node_id, e)
+
+    async def _send_heartbeat(self, producer: Any, consumer: AIOKafkaConsumer, stopping: bool = False) -> None:
+        owned = consumer.assignment()
+        highwater = {tp.partition: hw for tp in owned if (hw := consumer.highwater(tp)) is not None}
+        lag = 0
+        for tp in owned:
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                with contextlib.suppress(IllegalStateError):
+                    lag += max(hw - await consumer.position(tp), 0)
+        self.meter.roll(highwater)
+        self.power.refresh()
+        assert self.runtime is not None
+        record = heartbeat_record(
+            node_id=self.node_id,
+            task=self.task.name,
+            region=self.region.name,
+            meter=self.meter,
+            lag=lag,
+            partitions=[tp.partition for tp in owned],
+            mean_batch=self.stats.consumed / max(self.stats.batches, 1),
+            providers=self.runtime.model.providers,
+            model_version=self.runtime.model.version,
+            power=self.power,
+            stopping=stopping,
+        )
+        value = self._codecs.heartbeat.encode(record)
+        await producer.send_and_wait(self.lattice.heartbeats_topic, value, key=self.node_id.encode())
 
     # ---- stage 1: collect, validate, start inference ---------------------------------------
 
@@ -263,6 +356,8 @@ class Worker:
         return x
 
     async def _dispatch(self, records: list[ConsumerRecord[bytes, bytes]], generation: int) -> None:
+        started = time.perf_counter()
+        self.meter.consumed(len(records))
         batch = self.validate(records)
         batch.generation = generation
         if batch.accepted:
@@ -276,6 +371,7 @@ class Worker:
                 batch.inference.add_done_callback(self._inference_done)
         self.stats.consumed += len(records)
         self.stats.batches += 1
+        batch.python_s += time.perf_counter() - started
         await self._queue.put(batch)
 
     def _inference_done(self, _: asyncio.Future[Inferred]) -> None:
@@ -296,6 +392,7 @@ class Worker:
     async def _publish(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
         """Hand a batch's results and dead letters to the producer; returns their delivery futures."""
         deliveries: list[asyncio.Future[Any]] = []
+        infer_s = 0.0
         if batch.inference is not None:
             try:
                 inferred = await batch.inference
@@ -306,8 +403,13 @@ class Worker:
             else:
                 infer_s = time.perf_counter() - batch.infer_started
                 self.stats.infer_s += infer_s
+                started = time.perf_counter()
                 deliveries += await self._send_results(batch, inferred, infer_s, producer)
+                batch.python_s += time.perf_counter() - started
+        started = time.perf_counter()
         deliveries += await self._send_dead_letters(batch, producer)
+        batch.python_s += time.perf_counter() - started
+        self.meter.batch(len(batch.accepted) + len(batch.rejected), batch.python_s + infer_s)
         return deliveries
 
     # ---- stage 3: once a batch's records are acknowledged, commit its offsets ------------
@@ -353,7 +455,7 @@ class Worker:
         outputs, flags = inferred.outputs, inferred.flags
         labels, scores = inferred.annotations.labels, inferred.annotations.scores
         energy_j = self.task.watts * infer_s / n
-        carbon_g = energy_j / 3.6e6 * self.region.carbon_intensity
+        carbon_g = energy_j / 3.6e6 * self.power.reading.carbon_intensity
         topic = self.lattice.results_topic(self.task.name)
         encode = self._codecs.result.encode
         futures = []
