@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from streamlattice.config import Lattice, bootstrap_from_env, load_lattice
 from streamlattice.errors import BrokerUnavailable, StreamLatticeError
 from streamlattice.kafka import KafkaSettings
+from streamlattice.topics import require_topics
 
 T = TypeVar("T")
 
@@ -276,6 +277,32 @@ def worker(
         await w.run(stop)
 
     run_async(serve())
+
+
+# ---- router ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--web-port", type=int, default=6066, show_default=True, help="Port of the JSON view.")
+@click.option("--web-host", default="127.0.0.1", show_default=True, help="Address the JSON view listens on.")
+@click.pass_context
+def router(ctx: click.Context, web_port: int, web_host: str) -> None:
+    """Run the routing stream: heartbeats in, placement plans out, its view at http://HOST:PORT/.
+
+    Reads every node's heartbeat, recomputes each task's plan every plan_interval_s and
+    publishes changed plans to the placement topic. SIGTERM or Ctrl-C stops it; workers keep
+    their last assignment meanwhile.
+    """
+    from streamlattice.router import run_router
+
+    state: State = ctx.obj
+    try:
+        lattice = state.lattice
+        run_async(require_topics(state.settings(), [lattice.heartbeats_topic, lattice.placement_topic]))
+    except StreamLatticeError as e:
+        raise click.ClickException(str(e)) from None
+    level = ctx.find_root().params.get("log_level") or "INFO"
+    run_router(lattice, state.settings("streamlattice-router"), web_port, web_host, str(level))
 
 
 # ---- produce --------------------------------------------------------------------------------

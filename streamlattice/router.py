@@ -1,0 +1,194 @@
+"""The routing stream: a faust-streaming app that turns heartbeats into placement plans.
+
+It keeps a table of node heartbeats (changelog-backed, so a restarted router knows the
+lattice at once), measures each partition's arrival rate from end offsets and its lag from
+the worker group's committed offsets, reconsiders the plan every `plan_interval_s`, and
+publishes changed plans (and, every `plan_refresh_s`, the current one again) to the
+compacted placement topic, keyed by task. Its epochs survive restarts: it reads its own
+last plans back from that topic when it starts. Its view is served as JSON over HTTP:
+`/` (everything), `/plan`, `/nodes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamlattice.codec import codecs
+from streamlattice.config import Lattice
+from streamlattice.kafka import KafkaSettings, broker_count, make_admin, make_consumer
+from streamlattice.plans import PublishedPlan
+from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
+
+log = logging.getLogger(__name__)
+
+
+class RouterView:
+    """What the router knows, kept beside the faust app."""
+
+    def __init__(self, lattice: Lattice) -> None:
+        self.lattice = lattice
+        self.tasks = {t: TaskRouting(t) for t in lattice.tasks}
+        self.rates = {t: OffsetRates() for t in lattice.tasks}
+        self.lag: dict[str, dict[int, int]] = {t: {} for t in lattice.tasks}
+        self.plans_published = 0
+
+    def as_json(self, heartbeats: list[dict[str, Any]]) -> dict[str, Any]:
+        """The operator's view: nodes, and per task the plan with the reason for every partition."""
+        now_us = time.time_ns() // 1000
+        timeout = self.lattice.settings.node_timeout_s
+        nodes = [
+            {
+                **{k: v for k, v in hb.items() if k != "partition_load_eps"},
+                "age_s": round((now_us - hb["time_us"]) / 1e6, 1),
+                "live": not hb["stopping"] and (now_us - hb["time_us"]) / 1e6 <= timeout,
+            }
+            for hb in sorted(heartbeats, key=lambda h: (h["task"], h["node_id"]))
+        ]
+        tasks = {}
+        for name, routing in self.tasks.items():
+            plan = routing.last
+            tasks[name] = {
+                "epoch": routing.epoch,
+                "age_s": round(plan.age_s(now_us), 1) if plan else None,
+                "moves": plan.moves if plan else 0,
+                "partitions": [
+                    {
+                        **p.__dict__,
+                        "load_eps": round(self.rates[name].rates.get(p.partition, 0.0), 2),
+                        "lag": self.lag[name].get(p.partition),
+                    }
+                    for p in (plan.placements if plan else ())
+                ],
+            }
+        return {
+            "namespace": self.lattice.namespace,
+            "nodes": nodes,
+            "tasks": tasks,
+            "plans_published": self.plans_published,
+        }
+
+
+def make_app(
+    lattice: Lattice, settings: KafkaSettings, web_port: int = 6066, web_host: str = "127.0.0.1", replication: int = 1
+) -> faust.App:
+    """The router's faust app for `lattice`."""
+    brokers = ";".join(f"kafka://{b}" for b in settings.bootstrap.split(","))
+    app = faust.App(
+        f"{lattice.namespace}.router",
+        broker=brokers,
+        store="memory://",  # rebuilt from the table's changelog topic on start
+        web_port=web_port,
+        web_host=web_host,
+        web_bind=web_host,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=3,
+        topic_replication_factor=replication,  # of the router's own changelog and assignor topics
+        producer_acks=-1,
+        broker_client_id=f"{lattice.namespace}-router",
+    )
+    heartbeats_topic = app.topic(lattice.heartbeats_topic, key_type=bytes, value_type=bytes, partitions=3)
+    placement_topic = app.topic(lattice.placement_topic, key_type=bytes, value_type=bytes, partitions=1)
+    nodes = app.Table("nodes", default=None, partitions=3, key_type=bytes, value_type=bytes)
+    view = RouterView(lattice)
+    clients: dict[str, Any] = {}
+    decode = codecs().heartbeat.decode
+
+    def heartbeats() -> list[dict[str, Any]]:
+        out = []
+        for value in list(nodes.values()):
+            try:
+                out.append(decode(value))
+            except Exception:  # an unreadable heartbeat is skipped, not fatal
+                continue
+        return out
+
+    @app.agent(heartbeats_topic)
+    async def track(stream: Any) -> Any:
+        async for key, value in stream.items():
+            if key and value:
+                nodes[key] = value
+
+    @app.task
+    async def recover_plans() -> None:
+        """Take up the epochs of the plans this router (or its predecessor) published."""
+        consumer = make_consumer(settings.with_client_id(f"{lattice.namespace}-router-recover"))
+        await consumer.start()
+        try:
+            tp = TopicPartition(lattice.placement_topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    task = m.key.decode() if m.key else ""
+                    if task in view.tasks and m.value:
+                        view.tasks[task].recover(PublishedPlan.decode(m.value))
+        finally:
+            await consumer.stop()
+        clients["recovered"] = True
+        log.info("router: recovered epochs %s", {t: r.epoch for t, r in view.tasks.items()})
+
+    async def measure(task: str) -> None:
+        if "offsets" not in clients:
+            clients["offsets"] = make_consumer(settings.with_client_id(f"{lattice.namespace}-router-offsets"))
+            await clients["offsets"].start()
+            clients["admin"] = make_admin(settings.with_client_id(f"{lattice.namespace}-router-admin"))
+            await clients["admin"].start()
+        tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
+        ends = await clients["offsets"].end_offsets(tps)
+        view.rates[task].observe({tp.partition: e for tp, e in ends.items()})
+        committed = await clients["admin"].list_consumer_group_offsets(lattice.group_id(task), partitions=tps)
+        view.lag[task] = {
+            tp.partition: max(ends[tp] - meta.offset, 0) for tp, meta in committed.items() if meta.offset >= 0
+        }
+
+    @app.timer(interval=lattice.settings.plan_interval_s)
+    async def replan() -> None:
+        if not clients.get("recovered"):
+            return
+        now_us = time.time_ns() // 1000
+        known = heartbeats()
+        for task, routing in view.tasks.items():
+            try:
+                await measure(task)
+            except KafkaError as e:
+                log.warning("router: offsets of %s unavailable (%s)", task, e)
+            live = live_nodes(known, task, now_us, lattice.settings.node_timeout_s)
+            plan = routing.decide(lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s)
+            if plan is not None:
+                await placement_topic.send(key=task.encode(), value=plan.encode())
+                view.plans_published += 1
+                if plan.moves or plan.epoch == 1:
+                    log.info(
+                        "router: %s plan epoch %d, %d moves, %d live nodes", task, plan.epoch, plan.moves, len(live)
+                    )
+
+    @app.page("/")
+    async def everything(web: Any, request: Any) -> Any:
+        return web.json(view.as_json(heartbeats()))
+
+    @app.page("/plan")
+    async def plan_view(web: Any, request: Any) -> Any:
+        return web.json(view.as_json(heartbeats())["tasks"])
+
+    @app.page("/nodes")
+    async def nodes_view(web: Any, request: Any) -> Any:
+        return web.json(view.as_json(heartbeats())["nodes"])
+
+    return app
+
+
+def run_router(lattice: Lattice, settings: KafkaSettings, web_port: int, web_host: str, loglevel: str) -> None:
+    """Run the router until SIGTERM or Ctrl-C."""
+    replication = min(3, asyncio.run(broker_count(settings)))
+    app = make_app(lattice, settings, web_port, web_host, replication)
+    worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

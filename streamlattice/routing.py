@@ -1,0 +1,101 @@
+"""The router's decisions, without I/O: which nodes are live, what partitions weigh, when to publish.
+
+`Router` in streamlattice.router is only the stream plumbing around this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamlattice.config import Lattice
+from streamlattice.placement import NodeState, PartitionState, Weights, make_plan
+from streamlattice.plans import PublishedPlan
+
+
+def weights(lattice: Lattice) -> Weights:
+    """Placement weights from lattice.toml's [placement]."""
+    s = lattice.settings
+    return Weights(
+        latency=s.latency,
+        carbon=s.carbon,
+        spare=s.spare,
+        headroom=s.headroom,
+        hysteresis=s.hysteresis,
+        max_moves=s.max_moves,
+    )
+
+
+def live_nodes(heartbeats: Iterable[Mapping[str, Any]], task: str, now_us: int, timeout_s: float) -> list[NodeState]:
+    """Nodes of `task` whose newest heartbeat is recent and does not say they are leaving."""
+    out = []
+    for hb in heartbeats:
+        if hb["task"] != task or hb["stopping"] or (now_us - hb["time_us"]) / 1e6 > timeout_s:
+            continue
+        out.append(
+            NodeState(hb["node_id"], hb["region"], hb["capacity_eps"], hb["renewable_fraction"], hb["carbon_intensity"])
+        )
+    return out
+
+
+@dataclass
+class OffsetRates:
+    """Arrival rate per partition from successive end offsets (smoothed)."""
+
+    smoothing: float = 0.5
+    rates: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+    def observe(self, end_offsets: Mapping[int, int], at: float | None = None) -> None:
+        """Record end offsets seen at monotonic time `at`."""
+        now = time.monotonic() if at is None else at
+        for p, end in end_offsets.items():
+            if p in self._last:
+                t0, e0 = self._last[p]
+                if now > t0:
+                    rate = max(end - e0, 0) / (now - t0)
+                    old = self.rates.get(p)
+                    self.rates[p] = rate if old is None else self.smoothing * rate + (1 - self.smoothing) * old
+            self._last[p] = (now, end)
+
+
+@dataclass
+class TaskRouting:
+    """The router's memory of one task's plans."""
+
+    task: str
+    epoch: int = 0
+    assignment: dict[int, str] = field(default_factory=dict)
+    last: PublishedPlan | None = None
+    published_at: float = 0.0  # monotonic
+
+    def recover(self, plan: PublishedPlan) -> None:
+        """Take up where a published plan left off (after a restart)."""
+        if plan.epoch >= self.epoch:
+            self.epoch, self.assignment, self.last = plan.epoch, plan.assignment, plan
+
+    def decide(
+        self,
+        lattice: Lattice,
+        nodes: list[NodeState],
+        loads: Mapping[int, float],
+        refresh_s: float,
+        now: float | None = None,
+    ) -> PublishedPlan | None:
+        """The plan to publish now, if any: a changed plan with the next epoch, or the same one
+        again once `refresh_s` has passed (its age tells workers the router lives)."""
+        now = time.monotonic() if now is None else now
+        if not nodes:
+            return None
+        parts = [PartitionState(p, r.name, loads.get(p, 0.0)) for r in lattice.regions for p in r.block]
+        plan = make_plan(parts, nodes, lattice.latency_ms, weights(lattice), previous=self.assignment or None)
+        if plan.assignment != self.assignment:
+            self.epoch += 1
+        elif self.last is not None and now - self.published_at < refresh_s:
+            return None
+        self.assignment = plan.assignment
+        self.last = PublishedPlan.of(self.task, self.epoch, plan)
+        self.published_at = now
+        return self.last
