@@ -146,11 +146,12 @@ class WorkerProcess:
         """What the worker logged so far."""
         return self.log.read_text(errors="replace")
 
-    def wait_assigned(self, timeout: float = 60.0) -> None:
-        """Wait until the worker has joined its group and holds partitions."""
+    def wait_assigned(self, timeout: float = 60.0, holding: bool = True) -> None:
+        """Wait until the worker has joined its group (and, if `holding`, holds partitions)."""
         deadline = time.monotonic() + timeout
+        pattern = r"assigned partitions \[\d" if holding else r"assigned partitions \["
         while time.monotonic() < deadline:
-            if re.search(r"assigned partitions \[\d", self.text()):
+            if re.search(pattern, self.text()):
                 return
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.node_id} exited early:\n{self.text()[-3000:]}")

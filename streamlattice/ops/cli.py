@@ -237,6 +237,16 @@ def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
 @click.option("--node-id", help="Stable id of this node [region-host-pid].")
 @click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime intra-op threads.")
 @click.option("--providers", help="Execution providers in order of preference, e.g. cuda,cpu [the task's, else cpu].")
+@click.option(
+    "--power",
+    help="Power source: solar, wind, grid, static:renewable=R,carbon=C, csv:PATH or an "
+    "http:// JSON feed [the region's in lattice.toml].",
+)
+@click.option(
+    "--time-factor",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Run simulated power this many times faster than the clock [lattice.toml's].",
+)
 @click.option("--max-batch", type=click.IntRange(min=1), help="Largest micro-batch [the task's].")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="Longest an event waits for its batch [the task's].")
 @pass_state
@@ -247,6 +257,8 @@ def worker(
     node_id: str | None,
     threads: int,
     providers: str | None,
+    power: str | None,
+    time_factor: float | None,
     max_batch: int | None,
     max_wait_ms: float | None,
 ) -> None:
@@ -254,15 +266,20 @@ def worker(
 
     SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
     """
+    from streamlattice.power import parse_power
     from streamlattice.worker.runtime import Worker
 
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
 
     try:
         spec = state.lattice.task(task)
+        source = parse_power(power, state.lattice.region(region).tz_hours) if power else None
     except StreamLatticeError as e:
         raise click.ClickException(str(e)) from None
-    lattice = state.lattice.with_task(
+    lattice = state.lattice
+    if time_factor is not None:
+        lattice = dataclasses.replace(lattice, settings=dataclasses.replace(lattice.settings, time_factor=time_factor))
+    lattice = lattice.with_task(
         dataclasses.replace(
             spec,
             max_batch=max_batch or spec.max_batch,
@@ -271,7 +288,7 @@ def worker(
     )
 
     async def serve() -> None:
-        w = Worker(lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen)
+        w = Worker(lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen, power=source)
         stop = asyncio.Event()
         stop_on_signals(stop)
         await w.run(stop)

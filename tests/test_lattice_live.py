@@ -1,0 +1,294 @@
+"""The lattice live: power changes move partitions on the running group; failures lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import REPO, WorkerProcess, collect_results
+
+from streamlattice.client import LatticeProducer
+from streamlattice.config import Lattice, load_lattice
+from streamlattice.groups import describe_group
+from streamlattice.kafka import KafkaSettings
+from streamlattice.ops import broker as dev
+from streamlattice.topics import ensure_topics
+from workers.sensor import signals
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+NEUTRAL = {"renewable_fraction": 0.5, "carbon_intensity": 350.0}
+DIRTY = {"renewable_fraction": 0.05, "carbon_intensity": 660.0}
+GREEN = {"renewable_fraction": 0.95, "carbon_intensity": 40.0}
+
+
+class PowerFeed:
+    """An HTTP JSON power feed per region, on loopback, whose readings the test sets."""
+
+    def __init__(self) -> None:
+        self.readings: dict[str, dict[str, float]] = {}
+        feed = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(feed.readings.get(self.path.strip("/"), NEUTRAL)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def feed() -> Iterator[PowerFeed]:
+    f = PowerFeed()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def fast_lattice(kafka: str, models: dict[str, Path], tmp_path: Path) -> Lattice:
+    """A lattice whose heartbeats, plans and timeouts run in seconds."""
+    ns = f"live{os.getpid()}{time.monotonic_ns() % 100000}"
+    config = tmp_path / "lattice.toml"
+    config.write_text(f"""
+[lattice]
+namespace = "{ns}"
+heartbeat_s = 1.0
+node_timeout_s = 5.0
+plan_interval_s = 1.0
+plan_refresh_s = 3.0
+[placement]
+max_moves = 12
+[regions.eu-west]
+partitions = 4
+[regions.us-east]
+partitions = 4
+[regions.ap-south]
+partitions = 4
+[latency_ms.eu-west]
+us-east = 40.0
+ap-south = 65.0
+[latency_ms.us-east]
+ap-south = 110.0
+[tasks.sensor]
+model = "{models["sensor"]}"
+postprocess = "workers.sensor.model:postprocess"
+input = "tensor"
+dtype = "float32"
+shape = [3, 64]
+max_batch = 64
+max_wait_ms = 20
+max_event_bytes = 8192
+""")
+    lattice = load_lattice(config)
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
+    return lattice
+
+
+@pytest.fixture
+def router(kafka: str, fast_lattice: Lattice, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start `streamlattice router` processes; all are killed at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+    port = dev.free_port()
+
+    def start() -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlattice",
+            "--bootstrap",
+            kafka,
+            "--config",
+            str(fast_lattice.source),
+            "router",
+            "--web-port",
+            str(port),
+        ]
+        log = (tmp_path / f"router-{len(procs)}.log").open("wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        p.web = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+class Load:
+    """Publishes sensor windows at a steady rate from a thread until stopped; remembers every id."""
+
+    def __init__(self, bootstrap: str, lattice: Lattice, rate: float = 60.0) -> None:
+        self.sent: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run(bootstrap, lattice, rate)))
+        self._thread.start()
+
+    async def _run(self, bootstrap: str, lattice: Lattice, rate: float) -> None:
+        windows = signals.generate(20_000, seed=5)
+        regions = [r.name for r in lattice.regions]
+        async with LatticeProducer(lattice=lattice, settings=KafkaSettings(bootstrap=bootstrap)) as producer:
+            i = 0
+            while not self._stop.is_set():
+                self.sent.append(
+                    await producer.publish(
+                        "sensor", regions[i % 3], windows.source_id[i], windows.x[i % len(windows.x)]
+                    )
+                )
+                i += 1
+                await asyncio.sleep(1 / rate)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(30)
+        return self.sent
+
+
+def owners(bootstrap: str, lattice: Lattice) -> dict[int, str]:
+    """Partition -> node id, as the group's members hold them now."""
+    view = asyncio.run(describe_group(KafkaSettings(bootstrap=bootstrap), lattice.group_id("sensor")))
+    return {p: m.node_id or "?" for m in view.members for p in m.partitions} if view.state == "Stable" else {}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def router_plan(router_proc: subprocess.Popen[bytes]) -> dict:
+    with urllib.request.urlopen(router_proc.web + "/plan", timeout=5) as r:  # type: ignore[attr-defined]
+        return json.loads(r.read())["sensor"]
+
+
+def start_lattice(kafka: str, lattice: Lattice, workers: Callable[..., WorkerProcess], feed: PowerFeed) -> list:
+    nodes = [("eu-west", "eu"), ("us-east", "us"), ("ap-south", "ap"), ("us-east", "spare")]
+    procs = [workers(lattice, region, node_id=node, args=("--power", f"{feed.url}/{region}")) for region, node in nodes]
+    for w in procs:
+        w.wait_assigned(holding=False)
+    return procs
+
+
+EU_BLOCK = {0, 1, 2, 3}
+
+
+def test_power_moves_partitions_toward_green_nodes_and_back_and_every_event_is_answered_once(
+    kafka: str, fast_lattice: Lattice, workers: Callable[..., WorkerProcess], feed: PowerFeed, router: Callable
+) -> None:
+    procs = start_lattice(kafka, fast_lattice, workers, feed)
+    r = router()
+    # equal power: every region serves its own block
+    wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
+    load = Load(kafka, fast_lattice)
+    try:
+        time.sleep(3)
+        feed.readings = {"eu-west": DIRTY, "us-east": GREEN}
+        moved_s = wait_for(
+            lambda: all(owners(kafka, fast_lattice).get(p) in ("us", "spare") for p in EU_BLOCK),
+            60,
+            "eu-west's block moves to the green us-east nodes",
+        )
+        plan = router_plan(r)
+        assert {p["node_id"] for p in plan["partitions"] if p["partition"] in EU_BLOCK} <= {"us", "spare"}
+        assert all("40 ms from eu-west" in p["reason"] for p in plan["partitions"] if p["partition"] in EU_BLOCK)
+        time.sleep(3)
+        feed.readings = {}
+        back_s = wait_for(
+            lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK),
+            60,
+            "eu-west's block comes home when its power recovers",
+        )
+        time.sleep(3)
+    finally:
+        sent = load.stop()
+    results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
+    missing = set(sent) - results.keys()
+    duplicates = sum(len(v) - 1 for v in results.values())
+    print(
+        f"\nplan landed on the group in {moved_s:.1f}s, back in {back_s:.1f}s; "
+        f"{len(sent)} events, {len(missing)} lost, {duplicates} duplicates"
+    )
+    assert not missing, f"{len(missing)} of {len(sent)} events lost"
+    assert duplicates == 0, f"{duplicates} events answered more than once"
+    served_eu = {x.node_id for e, rs in results.items() for x in rs if x.partition in EU_BLOCK}
+    assert {"eu", "us", "spare"} & served_eu >= {"eu"} and served_eu & {"us", "spare"}
+    assert all(w.alive() for w in procs)
+
+
+def test_a_killed_worker_is_replaced_within_the_session_timeout_plus_a_plan_and_nothing_is_lost(
+    kafka: str, fast_lattice: Lattice, workers: Callable[..., WorkerProcess], feed: PowerFeed, router: Callable
+) -> None:
+    procs = start_lattice(kafka, fast_lattice, workers, feed)
+    router()
+    wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
+    load = Load(kafka, fast_lattice)
+    try:
+        time.sleep(3)
+        victim = procs[0]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        # the group notices after its 10 s session timeout; the router's next plan places the block
+        took = wait_for(
+            lambda: (o := owners(kafka, fast_lattice)) and all(o.get(p) not in (None, "eu") for p in EU_BLOCK),
+            10 + 5 + 15,
+            "the killed node's partitions are served by others",
+        )
+        time.sleep(3)
+    finally:
+        sent = load.stop()
+    results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
+    missing = set(sent) - results.keys()
+    duplicates = sum(len(v) - 1 for v in results.values())
+    print(
+        f"\nreplaced in {took:.1f}s; {len(sent)} events, {len(missing)} lost, {duplicates} duplicates (at-least-once)"
+    )
+    assert not missing, f"{len(missing)} of {len(sent)} events lost"
+
+
+def test_with_the_router_down_workers_keep_their_assignment_and_serve(
+    kafka: str, fast_lattice: Lattice, workers: Callable[..., WorkerProcess], feed: PowerFeed, router: Callable
+) -> None:
+    start_lattice(kafka, fast_lattice, workers, feed)
+    r = router()
+    wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
+    time.sleep(2)
+    before = owners(kafka, fast_lattice)
+    r.send_signal(signal.SIGKILL)
+    r.wait()
+    load = Load(kafka, fast_lattice)
+    try:
+        time.sleep(8)
+        feed.readings = {"eu-west": DIRTY, "us-east": GREEN}  # nobody is there to act on it
+        time.sleep(5)
+    finally:
+        sent = load.stop()
+    assert owners(kafka, fast_lattice) == before
+    results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
+    assert set(sent) <= results.keys()
+    assert len(sent) > 300
