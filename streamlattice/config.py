@@ -92,9 +92,9 @@ class LatticeSettings:
     plan_refresh_s: float = 5.0  # the router republishes an unchanged plan this often
     plan_stale_s: float = 30.0  # a plan older than this means the router is gone
     time_factor: float = 1.0  # simulated power time runs this many times faster
-    latency: float = 1.0
+    latency: float = 0.4
     carbon: float = 1.0
-    spare: float = 0.3
+    spare: float = 0.1
     headroom: float = 0.8
     hysteresis: float = 0.05
     max_moves: int = 8

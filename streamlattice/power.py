@@ -147,7 +147,7 @@ class Grid:
     def read(self, t: float) -> PowerReading:
         """The reading at `t`."""
         hour = local_hour(t, self.tz_hours)
-        return mix(self.mean_share - self.swing * math.cos(2 * math.pi * (hour - 4.0) / 24.0))
+        return mix(self.mean_share - self.swing * math.cos(2 * math.pi * (hour - 19.0) / 24.0))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""Power sources: profiles follow the sun and the clock, CSV and HTTP feeds read right."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from streamlattice.errors import ConfigError
+from streamlattice.power import Clock, CsvSource, Grid, HttpSource, Solar, Static, Wind, parse_power
+
+REPO = Path(__file__).resolve().parents[1]
+DAY = datetime(2026, 6, 21, tzinfo=UTC).timestamp()
+
+
+def at(hour: float) -> float:
+    return DAY + hour * 3600
+
+
+def test_solar_follows_the_sun_of_its_time_zone() -> None:
+    london, delhi = Solar(tz_hours=0, clouds=0), Solar(tz_hours=5.5, clouds=0)
+    assert london.read(at(12)).renewable_fraction > 0.8 and london.read(at(0)).renewable_fraction < 0.1
+    assert london.read(at(12)).carbon_intensity < london.read(at(0)).carbon_intensity
+    assert delhi.read(at(6.5)).renewable_fraction > 0.8  # noon in Delhi is 06:30 UTC
+    assert Solar(clouds=0.9).read(at(12)).renewable_fraction <= london.read(at(12)).renewable_fraction
+
+
+def test_grid_carbon_peaks_in_the_evening_and_wind_stays_in_its_band() -> None:
+    g = Grid()
+    assert g.read(at(16)).carbon_intensity > g.read(at(4)).carbon_intensity
+    shares = [Wind(seed=3).read(at(h / 4)).renewable_fraction for h in range(96)]
+    assert all(0.15 <= s <= 0.8 for s in shares) and max(shares) - min(shares) > 0.1
+
+
+def test_an_accelerated_clock_runs_a_day_in_minutes() -> None:
+    clock = Clock(factor=720, start=1000.0, origin=DAY)
+    assert clock.now(1000.0) == DAY
+    assert clock.now(1000.0 + 120) == DAY + 24 * 3600  # two minutes of wall time, a day of power
+    assert Clock().now(1234.5) == 1234.5
+
+
+def test_the_sample_csv_interpolates_and_loops() -> None:
+    csv = CsvSource(REPO / "workers" / "power" / "sample_day.csv")
+    noon, night = csv.read(at(12)), csv.read(at(2))
+    assert noon.renewable_fraction > night.renewable_fraction
+    half = csv.read(at(12.5))
+    assert min(noon.carbon_intensity, csv.read(at(13)).carbon_intensity) <= half.carbon_intensity
+    assert csv.read(at(12 + 24)) == noon  # replayed the next day
+
+
+def test_bad_specs_and_files_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown power source"):
+        parse_power("nuclear")
+    with pytest.raises(ConfigError, match="name=number"):
+        parse_power("solar:clouds")
+    bad = tmp_path / "p.csv"
+    bad.write_text("time,renewable\n1,0.5\n")
+    with pytest.raises(ConfigError, match="renewable_fraction"):
+        parse_power(f"csv:{bad}")
+    assert isinstance(parse_power("static:renewable=0.9,carbon=40"), Static)
+    assert parse_power("static:renewable=0.9,carbon=40").read(0).carbon_intensity == 40
+
+
+def test_the_http_feed_is_read_and_its_last_value_kept_when_it_fails() -> None:
+    reading = {"renewable_fraction": 0.7, "carbon_intensity": 120.0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(reading).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = parse_power(f"http://127.0.0.1:{server.server_address[1]}/eu", 0)
+    assert isinstance(source, HttpSource)
+    source.ttl_s = 0
+    assert source.read(0).carbon_intensity == 120.0
+    server.shutdown()
+    server.server_close()
+    assert source.read(0).carbon_intensity == 120.0  # the feed is gone: the last good reading stays

@@ -1,0 +1,69 @@
+"""The router's decisions: live nodes, arrival rates, and when a plan is published."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlattice.config import DEFAULT_CONFIG, load_lattice
+from streamlattice.placement import NodeState
+from streamlattice.plans import PublishedPlan
+from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
+
+LATTICE = load_lattice(DEFAULT_CONFIG)
+
+
+def hb(node: str, region: str, t: int, stopping: bool = False, task: str = "sensor") -> dict:
+    return {
+        "node_id": node,
+        "task": task,
+        "region": region,
+        "capacity_eps": 1000.0,
+        "renewable_fraction": 0.5,
+        "carbon_intensity": 300.0,
+        "time_us": t,
+        "stopping": stopping,
+    }
+
+
+def test_only_recent_heartbeats_of_the_task_from_nodes_that_stay_count() -> None:
+    now = 100_000_000
+    beats = [
+        hb("a", "eu-west", now - 1_000_000),
+        hb("b", "us-east", now - 20_000_000),
+        hb("c", "ap-south", now, stopping=True),
+        hb("d", "eu-west", now, task="vision"),
+    ]
+    assert [n.node_id for n in live_nodes(beats, "sensor", now, timeout_s=10)] == ["a"]
+
+
+def test_arrival_rates_come_from_end_offset_deltas() -> None:
+    rates = OffsetRates(smoothing=1.0)
+    rates.observe({0: 100, 1: 0}, at=10.0)
+    rates.observe({0: 300, 1: 50}, at=12.0)
+    assert rates.rates == {0: 100.0, 1: 25.0}
+
+
+def test_a_changed_plan_gets_the_next_epoch_and_an_unchanged_one_is_only_refreshed() -> None:
+    routing = TaskRouting("sensor")
+    nodes = [NodeState(f"{r.name}-1", r.name, 1000, 0.5, 300) for r in LATTICE.regions]
+    first = routing.decide(LATTICE, nodes, {}, refresh_s=5, now=0.0)
+    assert first is not None and first.epoch == 1
+    assert routing.decide(LATTICE, nodes, {}, refresh_s=5, now=1.0) is None  # nothing new, not due
+    again = routing.decide(LATTICE, nodes, {}, refresh_s=5, now=6.0)
+    assert again is not None and again.epoch == 1 and again.created_us >= first.created_us
+    greener = [NodeState("us-east-1", "us-east", 1000, 0.95, 30)] + [n for n in nodes if n.region != "us-east"]
+    dirty_eu = [NodeState("eu-west-1", "eu-west", 1000, 0.05, 680)] + [n for n in greener if n.region != "eu-west"]
+    moved = routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=7.0)
+    assert moved is not None and moved.epoch == 2 and moved.moves > 0
+    assert routing.decide(LATTICE, [], {}, refresh_s=5, now=8.0) is None  # no live node: no plan
+
+
+def test_a_restarted_router_continues_the_epochs(tmp_path: Path) -> None:
+    old = TaskRouting("sensor")
+    nodes = [NodeState(f"{r.name}-1", r.name, 1000, 0.5, 300) for r in LATTICE.regions]
+    published = old.decide(LATTICE, nodes, {}, refresh_s=5, now=0.0)
+    assert published is not None
+    fresh = TaskRouting("sensor")
+    fresh.recover(PublishedPlan.decode(published.encode()))
+    assert fresh.epoch == 1 and fresh.assignment == published.assignment
+    assert fresh.decide(LATTICE, nodes, {}, refresh_s=5, now=0.0) is None or fresh.epoch == 1
