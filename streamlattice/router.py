@@ -23,6 +23,8 @@ from aiokafka.errors import KafkaError
 from streamlattice.codec import codecs
 from streamlattice.config import Lattice
 from streamlattice.kafka import KafkaSettings, broker_count, make_admin, make_consumer
+from streamlattice.metrics import RouterMetrics
+from streamlattice.metrics import serve as serve_metrics
 from streamlattice.plans import PublishedPlan
 from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
 
@@ -76,7 +78,12 @@ class RouterView:
 
 
 def make_app(
-    lattice: Lattice, settings: KafkaSettings, web_port: int = 6066, web_host: str = "127.0.0.1", replication: int = 1
+    lattice: Lattice,
+    settings: KafkaSettings,
+    web_port: int = 6066,
+    web_host: str = "127.0.0.1",
+    replication: int = 1,
+    metrics: RouterMetrics | None = None,
 ) -> faust.App:
     """The router's faust app for `lattice`."""
     brokers = ";".join(f"kafka://{b}" for b in settings.bootstrap.split(","))
@@ -98,6 +105,7 @@ def make_app(
     placement_topic = app.topic(lattice.placement_topic, key_type=bytes, value_type=bytes, partitions=1)
     nodes = app.Table("nodes", default=None, partitions=3, key_type=bytes, value_type=bytes)
     view = RouterView(lattice)
+    metrics = metrics or RouterMetrics()
     clients: dict[str, Any] = {}
     decode = codecs().heartbeat.decode
 
@@ -163,9 +171,14 @@ def make_app(
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
             live = live_nodes(known, task, now_us, lattice.settings.node_timeout_s)
             plan = routing.decide(lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s)
+            metrics.live_nodes.labels(task).set(len(live))
+            metrics.partition_load.labels(task).set(sum(view.rates[task].rates.values()))
             if plan is not None:
                 await placement_topic.send(key=task.encode(), value=plan.encode())
                 view.plans_published += 1
+                metrics.plans.labels(task).inc()
+                metrics.moves.labels(task).inc(plan.moves)
+                metrics.epoch.labels(task).set(plan.epoch)
                 if plan.moves or plan.epoch == 1:
                     log.info(
                         "router: %s plan epoch %d, %d moves, %d live nodes", task, plan.epoch, plan.moves, len(live)
@@ -186,9 +199,19 @@ def make_app(
     return app
 
 
-def run_router(lattice: Lattice, settings: KafkaSettings, web_port: int, web_host: str, loglevel: str) -> None:
+def run_router(
+    lattice: Lattice,
+    settings: KafkaSettings,
+    web_port: int,
+    web_host: str,
+    loglevel: str,
+    metrics_port: int | None = None,
+) -> None:
     """Run the router until SIGTERM or Ctrl-C."""
     replication = min(3, asyncio.run(broker_count(settings)))
-    app = make_app(lattice, settings, web_port, web_host, replication)
+    metrics = RouterMetrics()
+    if metrics_port:
+        serve_metrics(metrics.registry, metrics_port)
+    app = make_app(lattice, settings, web_port, web_host, replication, metrics)
     worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -9,6 +9,7 @@ import functools
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,6 +249,12 @@ def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
     help="Run simulated power this many times faster than the clock [lattice.toml's].",
 )
 @click.option("--max-batch", type=click.IntRange(min=1), help="Largest micro-batch [the task's].")
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="STREAMLATTICE_METRICS_PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics [off].",
+)
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="Longest an event waits for its batch [the task's].")
 @pass_state
 def worker(
@@ -261,11 +268,13 @@ def worker(
     time_factor: float | None,
     max_batch: int | None,
     max_wait_ms: float | None,
+    metrics_port: int | None,
 ) -> None:
     """Serve a task in a region: consume events, infer micro-batches, publish results.
 
     SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
     """
+    from streamlattice.metrics import serve as serve_metrics
     from streamlattice.power import parse_power
     from streamlattice.worker.runtime import Worker
 
@@ -289,6 +298,8 @@ def worker(
 
     async def serve() -> None:
         w = Worker(lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen, power=source)
+        if metrics_port:
+            serve_metrics(w.metrics.registry, metrics_port)
         stop = asyncio.Event()
         stop_on_signals(stop)
         await w.run(stop)
@@ -302,8 +313,14 @@ def worker(
 @cli.command()
 @click.option("--web-port", type=int, default=6066, show_default=True, help="Port of the JSON view.")
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Address the JSON view listens on.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="STREAMLATTICE_METRICS_PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics [off].",
+)
 @click.pass_context
-def router(ctx: click.Context, web_port: int, web_host: str) -> None:
+def router(ctx: click.Context, web_port: int, web_host: str, metrics_port: int | None) -> None:
     """Run the routing stream: heartbeats in, placement plans out, its view at http://HOST:PORT/.
 
     Reads every node's heartbeat, recomputes each task's plan every plan_interval_s and
@@ -319,7 +336,69 @@ def router(ctx: click.Context, web_port: int, web_host: str) -> None:
     except StreamLatticeError as e:
         raise click.ClickException(str(e)) from None
     level = ctx.find_root().params.get("log_level") or "INFO"
-    run_router(lattice, state.settings("streamlattice-router"), web_port, web_host, str(level))
+    run_router(lattice, state.settings("streamlattice-router"), web_port, web_host, str(level), metrics_port)
+
+
+# ---- status and scale -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--watch", "-w", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
+@pass_state
+def status(state: State, watch: bool, interval: float, as_json: bool) -> None:
+    """Where work runs and how it is doing: per task, each node's partitions, lag, rates and power."""
+    import json
+
+    from streamlattice.ops.status import collect_status, render
+
+    while True:
+        snapshot = run_async(collect_status(state.lattice, state.settings("streamlattice-status")))
+        if as_json:
+            click.echo(json.dumps(snapshot))
+        else:
+            if watch:
+                click.clear()
+            click.echo(render(snapshot))
+        if not watch:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task of the workers.")
+@click.option("--region", required=True, help="Region of the workers.")
+@click.option("--replicas", type=click.IntRange(min=0), required=True, help="How many workers should run.")
+@click.option("--power", help="Power source for new workers (see `worker --help`).")
+@click.option("--metrics-port-base", type=int, help="Give new workers metrics ports from this one up.")
+@pass_state
+@errors_as_messages
+def scale(
+    state: State, task: str, region: str, replicas: int, power: str | None, metrics_port_base: int | None
+) -> None:
+    """Run exactly N worker processes for a task in a region on this machine.
+
+    New workers join the group (a rebalance hands them partitions); surplus ones get SIGTERM,
+    drain, commit and exit, and this waits for them. The supervisor's state outlives this
+    command, so running it again with the same N changes nothing.
+    """
+    from streamlattice.ops.supervisor import Supervisor
+
+    sup = Supervisor(state.lattice, state.bootstrap)
+    extra: tuple[str, ...] = ("--power", power) if power else ()
+    if metrics_port_base:
+        extra += ("--metrics-port", str(metrics_port_base + len(sup.workers())))
+    started, stopped = sup.scale(task, region, replicas, extra)
+    for w in started:
+        click.echo(f"started {w.node_id} (pid {w.pid}, log {w.log})")
+    for w in stopped:
+        click.echo(f"drained and stopped {w.node_id}")
+    running = [w.node_id for w in sup.workers() if (w.task, w.region) == (task, region)]
+    click.echo(f"{task} in {region}: {len(running)} worker(s) running" + (f": {', '.join(running)}" if running else ""))
 
 
 # ---- simulate -------------------------------------------------------------------------------
@@ -475,21 +554,25 @@ def results(
 
 
 @cli.command()
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of load before it stops.")
-@click.option("--rate", type=float, default=150.0, show_default=True, help="Events per second across regions.")
-@click.option("--task", default="sensor", show_default=True, help="Task to demonstrate.")
+@click.option(
+    "--duration",
+    type=float,
+    help="Run this many seconds without the live dashboard, then print a summary [300 s live].",
+)
 @pass_state
-def demo(state: State, duration: float, rate: float, task: str) -> None:
-    """Broker, topics, a worker per region, a load generator and live results, then a summary.
+def demo(state: State, duration: float | None) -> None:
+    """The lattice on this machine: a broker, topics, models, workers for three tasks in three
+    regions, the router, load with an accelerated day of power, and a live dashboard.
 
-    Uses --bootstrap if given, else starts a dev broker in .streamlattice/demo-broker and
-    stops it at the end. Ctrl-C stops everything it started. Exit code 0 only if results
-    arrived from every region.
+    Uses --bootstrap if given, else starts a dev broker in .streamlattice/demo-broker and stops
+    it at the end. Ctrl-C stops everything it started. With --duration it runs that long and
+    ends with a summary; the exit code is 0 only if results arrived in every region.
     """
     from streamlattice.ops.demo import run_demo
 
+    live = duration is None and sys.stdout.isatty()
     try:
-        ok = run_demo(state.lattice, task, duration, rate, explicit_bootstrap=_explicit_bootstrap())
+        ok = run_demo(state.lattice, duration or (300.0 if live else 90.0), _explicit_bootstrap(), live)
     except StreamLatticeError as e:
         raise click.ClickException(str(e)) from None
     sys.exit(0 if ok else 1)

@@ -1,4 +1,5 @@
-"""The one-command demo: a dev broker, topics, a worker per region, load and live results."""
+"""The one-command demo: a dev broker, topics, models, workers for three tasks across three
+regions, the router, load with an accelerated day of power, and a live dashboard."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -22,45 +25,70 @@ from streamlattice.kafka import KafkaSettings
 from streamlattice.models import ensure_model
 from streamlattice.ops import broker as dev
 from streamlattice.ops.loadgen import run_load
+from streamlattice.ops.status import collect_status
 from streamlattice.topics import ensure_topics
 
 DEMO_HOME = Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice"))
+# Sized for a 2-core machine: (task, region) of each worker, and each task's rate in events/s.
+WORKERS = [
+    ("sensor", "eu-west"),
+    ("sensor", "us-east"),
+    ("sensor", "ap-south"),
+    ("vision", "eu-west"),
+    ("vision", "ap-south"),
+    ("language", "us-east"),
+]
+RATES = {"sensor": 60.0, "vision": 24.0, "language": 4.0}
+TIME_FACTOR = 480.0  # a simulated day of power every three minutes
+WINDOW_S = 10.0  # rates and latency percentiles over the last ten seconds
 
 
 @dataclass
-class RegionTally:
-    """Results seen from one region."""
+class Tally:
+    """Results of one (task, region)."""
 
     results: int = 0
-    anomalies: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    carbon_g: float = 0.0
+    recent: deque[tuple[float, float]] = field(default_factory=deque)  # (arrival, latency ms)
+    latencies: list[float] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
 
-    def add(self, r: Result) -> None:
+    def add(self, r: Result, now: float) -> None:
         """Count one result."""
         self.results += 1
-        self.anomalies += r.label == "anomaly"
-        self.latencies_ms.append(r.latency_ms)
+        self.carbon_g += r.carbon_g
+        self.recent.append((now, r.latency_ms))
+        self.latencies.append(r.latency_ms)
         self.nodes.add(r.node_id)
 
-    def percentile(self, q: float) -> float:
-        """A latency percentile in ms (0 with no results)."""
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
+    def window(self, now: float) -> tuple[float, float, float]:
+        """(results/s, p50 ms, p99 ms) over the last WINDOW_S seconds."""
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
+            self.recent.popleft()
+        if not self.recent:
+            return 0.0, 0.0, 0.0
+        lat = np.array([x for _, x in self.recent])
+        return len(lat) / WINDOW_S, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+    def carbon_per_1k(self) -> float:
+        """Grams of CO2 per 1,000 inferences so far."""
+        return 1000 * self.carbon_g / self.results if self.results else 0.0
 
 
-def spawn_worker(lattice: Lattice, bootstrap: str, task: str, region: str, log_dir: Path) -> subprocess.Popen[bytes]:
-    """A worker process for (task, region), logging to `log_dir`."""
-    node_id = f"{region}-demo-1"
-    cmd = [sys.executable, "-m", "streamlattice", "--bootstrap", bootstrap]
-    if lattice.source is not None:
-        cmd += ["--config", str(lattice.source)]
-    cmd += ["worker", "--task", task, "--region", region, "--node-id", node_id]
-    log = open(log_dir / f"worker-{node_id}.log", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A streamlattice process in its own session, logging to `log`."""
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamlattice", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
-    """SIGTERM each process (they drain and commit), SIGKILL what is left after `timeout_s`."""
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """SIGTERM each process (workers drain and commit), SIGKILL what is left after `timeout_s`."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -73,9 +101,8 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0
             p.wait()
 
 
-def run_demo(lattice: Lattice, task: str, duration: float, rate: float, explicit_bootstrap: str | None) -> bool:
-    """Run the demo; True if results came back from every region."""
-    lattice.task(task)
+def run_demo(lattice: Lattice, duration: float | None, explicit_bootstrap: str | None, live: bool) -> bool:
+    """Run the demo; True if results came back in every region of every task that had events."""
     say = click.echo
     started_broker: Path | None = None
     if explicit_bootstrap:
@@ -86,93 +113,179 @@ def run_demo(lattice: Lattice, task: str, duration: float, rate: float, explicit
         port = None if saved else (dev.DEFAULT_PORT if dev.port_is_free(dev.DEFAULT_PORT) else dev.free_port())
         bootstrap = dev.start(data_dir, port=port, progress=say).bootstrap
         started_broker = data_dir
-    log_dir = DEMO_HOME / "demo-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    workers: list[subprocess.Popen[bytes]] = []
+    logs = DEMO_HOME / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    tallies: dict[tuple[str, str], Tally] = {}
+    sent: dict[tuple[str, str], int] = {}
     try:
         settings = KafkaSettings(bootstrap=bootstrap, client_id="streamlattice-demo")
         for r in asyncio.run(ensure_topics(settings, lattice)):
             if r.action == "created":
                 say(f"created topic {r.name} ({r.partitions} partitions)")
-        ensure_model(lattice.task(task), progress=say)
-        regions = [r.name for r in lattice.regions]
-        workers = [spawn_worker(lattice, bootstrap, task, r, log_dir) for r in regions]
-        say(f"starting {len(workers)} {task} workers ({', '.join(regions)}); logs in {log_dir}")
-        group = asyncio.run(wait_for_stable_group(settings, lattice.group_id(task), len(workers), 90))
-        for m in sorted(group.members, key=lambda m: m.node_id or ""):
-            say(f"  {m.node_id} ({m.region}) holds partitions {', '.join(map(str, m.partitions))}")
-        tallies = asyncio.run(_live(lattice, settings, task, regions, duration, rate, workers))
+        for task in sorted({t for t, _ in WORKERS}):
+            ensure_model(lattice.task(task), progress=say)
+        base = ["--bootstrap", bootstrap] + (["--config", str(lattice.source)] if lattice.source else [])
+        router_port = dev.free_port()
+        procs.append(spawn([*base, "router", "--web-port", str(router_port)], logs / "router.log"))
+        for task, region in WORKERS:
+            node = f"{region}-{task}"
+            args = [
+                *base,
+                "worker",
+                "--task",
+                task,
+                "--region",
+                region,
+                "--node-id",
+                node,
+                "--time-factor",
+                str(TIME_FACTOR),
+            ]
+            procs.append(spawn(args, logs / f"worker-{node}.log"))
+        say(
+            f"starting the router (view: http://127.0.0.1:{router_port}/plan) and {len(WORKERS)} workers; "
+            f"logs in {logs}"
+        )
+        for task in sorted({t for t, _ in WORKERS}):
+            members = sum(1 for t, _ in WORKERS if t == task)
+            asyncio.run(wait_for_stable_group(settings, lattice.group_id(task), members, 180))
+        say("all workers joined; publishing (Ctrl-C stops)")
+        asyncio.run(_run(lattice, settings, duration, live, procs, tallies, sent))
     finally:
-        stop_processes(workers)
+        stop_processes(procs)
         if started_broker is not None:
             dev.stop(started_broker, progress=say)
-    return _summary(tallies, regions, say)
+    return _summary(tallies, sent)
 
 
-async def _live(
+async def _run(
     lattice: Lattice,
     settings: KafkaSettings,
-    task: str,
-    regions: list[str],
-    duration: float,
-    rate: float,
-    workers: list[subprocess.Popen[bytes]],
-) -> dict[str, RegionTally]:
+    duration: float | None,
+    live: bool,
+    procs: list[subprocess.Popen[bytes]],
+    tallies: dict[tuple[str, str], Tally],
+    sent: dict[tuple[str, str], int],
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tallies = {r: RegionTally() for r in regions}
-    async with (
-        ResultSubscriber(task, lattice=lattice, settings=settings) as sub,
-        LatticeProducer(lattice=lattice, settings=settings) as producer,
-    ):
-        click.echo(f"publishing {rate:g} events/s for {duration:g}s across {len(regions)} regions (Ctrl-C stops)")
-        load = asyncio.create_task(run_load(producer, task, regions, rate, None, duration, stop=stop))
-        last = time.monotonic()
-        grace_until: float | None = None
-        async for batch in sub.batches(timeout_ms=250):
-            for r in batch:
-                tallies[r.region].add(r)
-                if r.label == "anomaly":
-                    click.echo(
-                        f"  {click.style('anomaly', fg='red', bold=True)} {r.region:<9} {r.source_id} "
-                        f"score {r.score:.1f}  {r.latency_ms:.0f} ms  on {r.node_id}"
-                    )
-            if time.monotonic() - last >= 3:
-                last = time.monotonic()
-                click.echo(
-                    "  "
-                    + "   ".join(
-                        f"{name}: {t.results} results p50 {t.percentile(50):.0f} ms p99 {t.percentile(99):.0f} ms"
-                        for name, t in tallies.items()
-                    )
-                )
-            if any(w.poll() is not None for w in workers) and not stop.is_set():
-                click.echo(click.style("a worker exited; see its log", fg="red"))
+    regions = [r.name for r in lattice.regions]
+    tasks = list(RATES)
+    for t in tasks:
+        for r in regions:
+            tallies[(t, r)] = Tally()
+    started = time.monotonic()
+    async with LatticeProducer(lattice=lattice, settings=settings) as producer:
+        loads = [
+            asyncio.create_task(run_load(producer, t, regions, RATES[t], None, duration, stop=stop)) for t in tasks
+        ]
+        readers = [asyncio.create_task(_read(lattice, settings, t, tallies, stop)) for t in tasks]
+        snapshot: dict[str, Any] = {}
+        last_draw = last_status = 0.0
+        while not all(t.done() for t in loads) and not stop.is_set():
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if any(p.poll() is not None for p in procs):
+                click.echo(click.style("a demo process exited; see the logs", fg="red"))
                 stop.set()
-            if load.done():
-                sent = load.result().sent
-                got = sum(t.results for t in tallies.values())
-                grace_until = grace_until or time.monotonic() + 15
-                if got >= sent or time.monotonic() > grace_until or (stop.is_set() and got >= sent):
-                    break
-        await load
-    return tallies
+            if now - last_status > 3:
+                with contextlib.suppress(Exception):
+                    snapshot = await collect_status(lattice, settings)
+                last_status = now
+            if live and now - last_draw >= 2:
+                click.clear()
+                click.echo(dashboard(tallies, snapshot, now - started, duration, regions))
+                last_draw = now
+            elif not live and now - last_draw >= 10:
+                done = sum(t.results for t in tallies.values())
+                click.echo(f"  {now - started:5.0f}s: {done} results so far")
+                last_draw = now
+        stop.set()
+        reports = await asyncio.gather(*loads, return_exceptions=True)
+        for t, rep in zip(tasks, reports, strict=True):
+            if not isinstance(rep, BaseException):
+                for r, n in rep.by_region.items():
+                    sent[(t, r)] = n
+        await asyncio.sleep(3)  # the last results
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
 
 
-def _summary(tallies: dict[str, RegionTally], regions: list[str], say: object) -> bool:
-    click.echo("\nregion       results  anomalies  p50 ms  p99 ms  nodes")
-    for name in regions:
-        t = tallies[name]
-        click.echo(
-            f"{name:<12} {t.results:>7}  {t.anomalies:>9}  {t.percentile(50):>6.1f}  {t.percentile(99):>6.1f}"
-            f"  {', '.join(sorted(t.nodes))}"
+async def _read(
+    lattice: Lattice, settings: KafkaSettings, task: str, tallies: dict[tuple[str, str], Tally], stop: asyncio.Event
+) -> None:
+    async with ResultSubscriber(task, lattice=lattice, settings=settings) as sub:
+        async for batch in sub.batches(timeout_ms=250):
+            now = time.monotonic()
+            for r in batch:
+                tallies[(task, r.region)].add(r, now)
+
+
+def dashboard(
+    tallies: dict[tuple[str, str], Tally],
+    snapshot: dict[str, Any],
+    elapsed: float,
+    duration: float | None,
+    regions: list[str],
+) -> str:
+    """One screen: per task and region, rates, latency, lag, nodes with their partitions, power, carbon."""
+    now = time.monotonic()
+    head = (
+        f"streamlattice demo  {elapsed:4.0f}s"
+        + (f" of {duration:.0f}s" if duration else "")
+        + "   (a day of power passes every 3 minutes; Ctrl-C stops)"
+    )
+    lines = [click.style(head, bold=True), ""]
+    lines.append(
+        f"{'task':<9}{'region':<10}{'out/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'lag':>6}{'mgCO2/1k':>10}  "
+        f"nodes serving (partitions) and their power"
+    )
+    tasks_status = snapshot.get("tasks", {})
+    for (task, region), t in tallies.items():
+        rate, p50, p99 = t.window(now)
+        ts = tasks_status.get(task, {})
+        block = {p["partition"] for p in ts.get("partitions", []) if p["region"] == region}
+        lag = sum(p["lag"] for p in ts.get("partitions", []) if p["region"] == region)
+        serving = []
+        for n in ts.get("nodes", []):
+            mine = [p for p in n["partitions"] if p in block]
+            if mine:
+                carbon = n.get("carbon_intensity")
+                colour = (
+                    "green" if carbon is not None and carbon < 250 else "yellow" if carbon and carbon < 450 else "red"
+                )
+                power = f"{n.get('renewable_fraction') or 0:.0%} renewable, {carbon} g/kWh"
+                serving.append(f"{n['node_id']}({','.join(map(str, mine))}) " + click.style(power, fg=colour))
+        lines.append(
+            f"{task:<9}{region:<10}{rate:>7.1f}{p50:>8.0f}{p99:>8.0f}{lag:>6}{t.carbon_per_1k() * 1000:>10.3f}  "
+            + ("; ".join(serving) or "-")
         )
-    ok = all(tallies[r].results > 0 for r in regions)
+    epochs = ", ".join(f"{task} epoch {t['plan']['epoch']}" for task, t in tasks_status.items() if t.get("plan"))
+    lines += ["", f"router plans: {epochs or 'none yet'}"]
+    return "\n".join(lines)
+
+
+def _summary(tallies: dict[tuple[str, str], Tally], sent: dict[tuple[str, str], int]) -> bool:
+    click.echo(f"\n{'task':<9}{'region':<10}{'sent':>7}{'results':>9}{'p50 ms':>8}{'p99 ms':>8}{'mgCO2/1k':>10}  nodes")
+    ok = True
+    for (task, region), t in tallies.items():
+        n = sent.get((task, region), 0)
+        lat = np.array(t.latencies) if t.latencies else np.zeros(1)
+        click.echo(
+            f"{task:<9}{region:<10}{n:>7}{t.results:>9}{np.percentile(lat, 50):>8.1f}"
+            f"{np.percentile(lat, 99):>8.1f}{t.carbon_per_1k() * 1000:>10.3f}  {', '.join(sorted(t.nodes))}"
+        )
+        if n > 0 and t.results == 0:
+            ok = False
+    if not sent:
+        ok = False
     click.echo(
-        click.style("results flowed in every region", fg="green")
+        click.style("results flowed in every region of every task", fg="green")
         if ok
-        else click.style("some region returned no results", fg="red")
+        else click.style("some region or task returned no results", fg="red")
     )
     return ok

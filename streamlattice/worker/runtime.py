@@ -31,6 +31,7 @@ from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
 from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.metrics import WorkerMetrics
 from streamlattice.models import load_model
 from streamlattice.partitioning import partition_for
 from streamlattice.plans import PlanFollower, PublishedPlan
@@ -128,6 +129,7 @@ class Worker:
         clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
         self.meter = Meter()
+        self.metrics = WorkerMetrics(self.task.name, self.region.name, self.node_id)
         self.plans: PlanFollower | None = None
         self.assigned = AssignmentInfo(0, "sticky")
         self._rejoin_epoch = 0  # newest plan epoch a rebalance was asked for
@@ -247,7 +249,13 @@ class Worker:
                 with contextlib.suppress(IllegalStateError):
                     lag += max(hw - await consumer.position(tp), 0)
         self.meter.roll(highwater)
-        self.power.refresh()
+        reading = self.power.refresh()
+        m = self.metrics
+        m.lag.set(lag)
+        m.capacity.set(self.meter.capacity_eps)
+        m.partitions.set(len(owned))
+        m.renewable.set(reading.renewable_fraction)
+        m.carbon_intensity.set(reading.carbon_intensity)
         assert self.runtime is not None
         record = heartbeat_record(
             node_id=self.node_id,
@@ -358,6 +366,8 @@ class Worker:
     async def _dispatch(self, records: list[ConsumerRecord[bytes, bytes]], generation: int) -> None:
         started = time.perf_counter()
         self.meter.consumed(len(records))
+        self.metrics.consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
         batch = self.validate(records)
         batch.generation = generation
         if batch.accepted:
@@ -403,6 +413,7 @@ class Worker:
             else:
                 infer_s = time.perf_counter() - batch.infer_started
                 self.stats.infer_s += infer_s
+                self.metrics.inference_s.observe(infer_s)
                 started = time.perf_counter()
                 deliveries += await self._send_results(batch, inferred, infer_s, producer)
                 batch.python_s += time.perf_counter() - started
@@ -428,12 +439,21 @@ class Worker:
                 await asyncio.gather(*deliveries)
                 self.stats.produced += len(batch.accepted)
                 self.stats.dead_lettered += len(batch.rejected)
+                self._observe_acknowledged(batch)
                 for tp, offset in batch.offsets.items():
                     self._finished[tp] = max(self._finished.get(tp, 0), offset)
                 if self._acks.empty():
                     await self._commit(consumer)
             finally:
                 self._acks.task_done()
+
+    def _observe_acknowledged(self, batch: Batch) -> None:
+        self.metrics.produced.inc(len(batch.accepted))
+        self.metrics.dead_lettered.inc(len(batch.rejected))
+        now = now_us()
+        observe = self.metrics.latency_s.observe
+        for _, ev in batch.accepted:
+            observe((now - ev["event_time_us"]) / 1e6)
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         if not self._finished:
@@ -456,6 +476,8 @@ class Worker:
         labels, scores = inferred.annotations.labels, inferred.annotations.scores
         energy_j = self.task.watts * infer_s / n
         carbon_g = energy_j / 3.6e6 * self.power.reading.carbon_intensity
+        self.metrics.energy_j.inc(energy_j * n)
+        self.metrics.carbon_g.inc(carbon_g * n)
         topic = self.lattice.results_topic(self.task.name)
         encode = self._codecs.result.encode
         futures = []

@@ -1,0 +1,166 @@
+"""`streamlattice status`: the lattice at a glance, from Kafka itself.
+
+Group assignments and lag through the admin API, nodes' heartbeats and the newest plans
+from their compacted topics. Nothing here needs the router to be up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streamlattice.codec import codecs
+from streamlattice.config import Lattice
+from streamlattice.groups import describe_group
+from streamlattice.kafka import KafkaSettings, make_admin, make_consumer, start_client
+from streamlattice.plans import PublishedPlan
+from streamlattice.topics import require_topics
+
+
+async def read_compacted(settings: KafkaSettings, topic: str) -> dict[bytes, bytes]:
+    """The newest value of every key in a compacted topic, read from its start to its current end."""
+    count = (await require_topics(settings, [topic]))[topic]
+    consumer = make_consumer(settings)
+    await start_client(consumer, settings)
+    latest: dict[bytes, bytes] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + 10
+        while remaining and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                for m in msgs:
+                    if m.key is not None:
+                        if m.value is None:
+                            latest.pop(m.key, None)
+                        else:
+                            latest[m.key] = m.value
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return latest
+
+
+async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-able dict."""
+    now_us = time.time_ns() // 1000
+    decode_hb = codecs().heartbeat.decode
+    heartbeats: dict[str, dict[str, Any]] = {}
+    for value in (await read_compacted(settings, lattice.heartbeats_topic)).values():
+        try:
+            beat = decode_hb(value)
+        except Exception:  # someone else's bytes: not a node of ours
+            continue
+        heartbeats[beat["node_id"]] = beat
+    plans = {}
+    for key, value in (await read_compacted(settings, lattice.placement_topic)).items():
+        try:
+            plans[key.decode()] = PublishedPlan.decode(value)
+        except Exception:
+            continue
+    consumer = make_consumer(settings)
+    admin = make_admin(settings)
+    await start_client(consumer, settings)
+    await start_client(admin, settings)
+    tasks: dict[str, Any] = {}
+    try:
+        for task in lattice.tasks:
+            tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(lattice.group_id(task), partitions=tps)
+            group = await describe_group(settings, lattice.group_id(task))
+            owner = {p: m.node_id for m in group.members for p in m.partitions}
+            plan = plans.get(task)
+            planned = plan.assignment if plan else {}
+            partitions = []
+            for tp in tps:
+                done = committed.get(tp)
+                offset = done.offset if done is not None and done.offset >= 0 else 0
+                partitions.append(
+                    {
+                        "partition": tp.partition,
+                        "region": lattice.region_of_partition(tp.partition).name,
+                        "owner": owner.get(tp.partition),
+                        "planned_node": planned.get(tp.partition),
+                        "end_offset": ends[tp],
+                        "committed": offset,
+                        "lag": max(ends[tp] - offset, 0),
+                    }
+                )
+            nodes = []
+            for m in sorted(group.members, key=lambda m: m.node_id or ""):
+                hb: dict[str, Any] | None = heartbeats.get(m.node_id or "")
+                nodes.append(
+                    {
+                        "node_id": m.node_id,
+                        "region": m.region,
+                        "partitions": list(m.partitions),
+                        "lag": sum(p["lag"] for p in partitions if p["owner"] == m.node_id),
+                        "load_eps": round(hb["load_eps"], 1) if hb else None,
+                        "capacity_eps": round(hb["capacity_eps"]) if hb else None,
+                        "renewable_fraction": round(hb["renewable_fraction"], 3) if hb else None,
+                        "carbon_intensity": round(hb["carbon_intensity"]) if hb else None,
+                        "providers": hb["providers"] if hb else None,
+                        "heartbeat_age_s": round((now_us - hb["time_us"]) / 1e6, 1) if hb else None,
+                    }
+                )
+            tasks[task] = {
+                "group": group.group_id,
+                "state": group.state,
+                "nodes": nodes,
+                "partitions": partitions,
+                "lag": sum(p["lag"] for p in partitions),
+                "plan": {"epoch": plan.epoch, "age_s": round(plan.age_s(now_us), 1), "moves": plan.moves}
+                if plan
+                else None,
+            }
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {"bootstrap": settings.bootstrap, "namespace": lattice.namespace, "time_us": now_us, "tasks": tasks}
+
+
+def render(status: dict[str, Any], color: bool = True) -> str:
+    """The status as a screen for people: per task, its nodes with partitions, lag, load and power."""
+    import click
+
+    def style(text: str, **kw: Any) -> str:
+        return click.style(text, **kw) if color else text
+
+    lines = [style(f"streamlattice at {status['bootstrap']}  namespace {status['namespace']}", bold=True)]
+    for task, t in status["tasks"].items():
+        plan = t["plan"]
+        plan_txt = f"plan epoch {plan['epoch']} ({plan['age_s']:.0f}s old)" if plan else "no plan (region-local)"
+        lines.append("")
+        lines.append(
+            style(f"{task}", bold=True) + f"  group {t['state']}, {len(t['nodes'])} node(s), lag {t['lag']}, {plan_txt}"
+        )
+        if not t["nodes"]:
+            lines.append(
+                "  no workers: start one with `streamlattice worker --task "
+                f"{task} --region REGION` or `streamlattice scale`"
+            )
+            continue
+        lines.append(
+            f"  {'node':<22} {'region':<10} {'partitions':<22} {'lag':>6} {'in/s':>7} {'cap/s':>7} "
+            f"{'renew':>6} {'gCO2/kWh':>8}"
+        )
+        for n in t["nodes"]:
+            carbon = n["carbon_intensity"]
+            c_txt = "-" if carbon is None else f"{carbon:>8}"
+            if carbon is not None:
+                c_txt = style(f"{carbon:>8}", fg="green" if carbon < 200 else "yellow" if carbon < 450 else "red")
+            parts = ",".join(map(str, n["partitions"])) or "-"
+            renew = "-" if n["renewable_fraction"] is None else f"{n['renewable_fraction']:.0%}"
+            lines.append(
+                f"  {n['node_id']!s:<22} {n['region']!s:<10} {parts:<22} {n['lag']:>6} "
+                f"{'-' if n['load_eps'] is None else n['load_eps']:>7} "
+                f"{'-' if n['capacity_eps'] is None else n['capacity_eps']:>7} {renew:>6} {c_txt}"
+            )
+    return "\n".join(lines)
