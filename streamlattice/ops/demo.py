@@ -209,7 +209,9 @@ async def _run(
             if not isinstance(rep, BaseException):
                 for r, n in rep.by_region.items():
                     sent[(t, r)] = n
-        await asyncio.sleep(3)  # the last results
+        grace = time.monotonic() + 20  # the last results
+        while time.monotonic() < grace and any(tallies[k].results < n for k, n in sent.items()):
+            await asyncio.sleep(0.25)
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
