@@ -21,6 +21,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Recommendation:
+    """How many workers a region of a task needs now, and the numbers behind it."""
+
+    region: str
+    replicas: int
+    arrival_eps: float
+    lag: int
+    capacity_eps: float
+
+
+@dataclass(frozen=True)
 class PublishedPlan:
     """A plan as the router published it for one task."""
 
@@ -29,6 +40,7 @@ class PublishedPlan:
     created_us: int
     moves: int
     placements: tuple[Placement, ...]
+    recommendations: tuple[Recommendation, ...] = ()
 
     @property
     def assignment(self) -> dict[int, str]:
@@ -48,6 +60,7 @@ class PublishedPlan:
                 "created_us": self.created_us,
                 "moves": self.moves,
                 "assignments": [asdict(p) for p in self.placements],
+                "recommendations": [asdict(r) for r in self.recommendations],
             }
         )
 
@@ -61,12 +74,13 @@ class PublishedPlan:
             rec["created_us"],
             rec["moves"],
             tuple(Placement(**a) for a in rec["assignments"]),
+            tuple(Recommendation(**r) for r in rec["recommendations"]),
         )
 
     @classmethod
-    def of(cls, task: str, epoch: int, plan: Plan) -> PublishedPlan:
+    def of(cls, task: str, epoch: int, plan: Plan, recommendations: tuple[Recommendation, ...] = ()) -> PublishedPlan:
         """A plan to publish now."""
-        return cls(task, epoch, time.time_ns() // 1000, plan.moves, plan.placements)
+        return cls(task, epoch, time.time_ns() // 1000, plan.moves, plan.placements, recommendations)
 
 
 class PlanFollower:

@@ -60,6 +60,7 @@ class RouterView:
                 "epoch": routing.epoch,
                 "age_s": round(plan.age_s(now_us), 1) if plan else None,
                 "moves": plan.moves if plan else 0,
+                "recommendations": [r.__dict__ for r in plan.recommendations] if plan else [],
                 "partitions": [
                     {
                         **p.__dict__,
@@ -170,7 +171,9 @@ def make_app(
             except KafkaError as e:
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
             live = live_nodes(known, task, now_us, lattice.settings.node_timeout_s)
-            plan = routing.decide(lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s)
+            plan = routing.decide(
+                lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s, lag=view.lag[task]
+            )
             metrics.live_nodes.labels(task).set(len(live))
             metrics.partition_load.labels(task).set(sum(view.rates[task].rates.values()))
             if plan is not None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 
 from streamlattice.config import Lattice
 from streamlattice.placement import NodeState, PartitionState, Weights, make_plan
-from streamlattice.plans import PublishedPlan
+from streamlattice.plans import PublishedPlan, Recommendation
 
 
 def weights(lattice: Lattice) -> Weights:
@@ -38,6 +39,39 @@ def live_nodes(heartbeats: Iterable[Mapping[str, Any]], task: str, now_us: int, 
             NodeState(hb["node_id"], hb["region"], hb["capacity_eps"], hb["renewable_fraction"], hb["carbon_intensity"])
         )
     return out
+
+
+DRAIN_S = 60.0  # a backlog should be gone within this long
+
+
+def recommend_replicas(
+    arrival_eps: float, lag: int, capacity_eps: float, headroom: float, drain_s: float = DRAIN_S
+) -> int:
+    """Workers needed to keep up with `arrival_eps` and drain `lag` within `drain_s`, each
+    filled to `headroom` of `capacity_eps`; 0 for a region with no traffic at all."""
+    if arrival_eps <= 0 and lag <= 0:
+        return 0
+    need = (arrival_eps + lag / drain_s) / max(capacity_eps * headroom, 1e-9)
+    return max(1, math.ceil(need - 1e-9))
+
+
+def recommendations(
+    lattice: Lattice, nodes: list[NodeState], rates: Mapping[int, float], lag: Mapping[int, int]
+) -> tuple[Recommendation, ...]:
+    """Per region of a task: the workers it needs, from its partitions' arrival rate and lag and
+    the capacity its nodes measure (the task's other nodes', or a default, while it has none)."""
+    default = Weights().default_capacity_eps
+    everyone = [n.capacity_eps for n in nodes if n.capacity_eps > 0]
+    out = []
+    for r in lattice.regions:
+        local = [n.capacity_eps for n in nodes if n.region == r.name and n.capacity_eps > 0]
+        pool = local or everyone
+        capacity = sum(pool) / len(pool) if pool else default
+        arrival = sum(rates.get(p, 0.0) for p in r.block)
+        backlog = sum(lag.get(p, 0) for p in r.block)
+        replicas = recommend_replicas(arrival, backlog, capacity, lattice.settings.headroom)
+        out.append(Recommendation(r.name, replicas, round(arrival, 3), backlog, round(capacity, 1)))
+    return tuple(out)
 
 
 @dataclass
@@ -83,6 +117,7 @@ class TaskRouting:
         loads: Mapping[int, float],
         refresh_s: float,
         now: float | None = None,
+        lag: Mapping[int, int] | None = None,
     ) -> PublishedPlan | None:
         """The plan to publish now, if any: a changed plan with the next epoch, or the same one
         again once `refresh_s` has passed (its age tells workers the router lives)."""
@@ -96,6 +131,6 @@ class TaskRouting:
         elif self.last is not None and now - self.published_at < refresh_s:
             return None
         self.assignment = plan.assignment
-        self.last = PublishedPlan.of(self.task, self.epoch, plan)
+        self.last = PublishedPlan.of(self.task, self.epoch, plan, recommendations(lattice, nodes, loads, lag or {}))
         self.published_at = now
         return self.last

@@ -279,6 +279,8 @@ def test_with_the_router_down_workers_keep_their_assignment_and_serve(
     wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
     time.sleep(2)
     before = owners(kafka, fast_lattice)
+    wait_for(lambda: _epoch(r) >= 1, 60, "the router published a plan")
+    epoch = _epoch(r)
     r.send_signal(signal.SIGKILL)
     r.wait()
     load = Load(kafka, fast_lattice)
@@ -292,3 +294,18 @@ def test_with_the_router_down_workers_keep_their_assignment_and_serve(
     results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
     assert set(sent) <= results.keys()
     assert len(sent) > 300
+    # a new router takes up the epochs where the old one left them, and acts on the new power
+    again = router()
+    wait_for(lambda: _epoch(again) > epoch, 60, "the restarted router publishes the next epoch")
+    wait_for(
+        lambda: all(owners(kafka, fast_lattice).get(p) in ("us", "spare") for p in EU_BLOCK),
+        60,
+        "the restarted router's plan lands",
+    )
+
+
+def _epoch(router_proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return int(router_plan(router_proc)["epoch"])
+    except OSError:
+        return -1  # not serving yet

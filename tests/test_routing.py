@@ -67,3 +67,24 @@ def test_a_restarted_router_continues_the_epochs(tmp_path: Path) -> None:
     fresh.recover(PublishedPlan.decode(published.encode()))
     assert fresh.epoch == 1 and fresh.assignment == published.assignment
     assert fresh.decide(LATTICE, nodes, {}, refresh_s=5, now=0.0) is None or fresh.epoch == 1
+
+
+def test_recommended_replicas_follow_arrival_lag_and_capacity() -> None:
+    from streamlattice.routing import recommend_replicas, recommendations
+
+    assert recommend_replicas(0, 0, 1000, 0.8) == 0  # no traffic, no worker needed
+    assert recommend_replicas(10, 0, 1000, 0.8) == 1
+    assert recommend_replicas(2000, 0, 1000, 0.8) == 3  # 2000 / 800 -> 2.5 -> 3
+    assert recommend_replicas(0, 120_000, 1000, 0.8) == 3  # a backlog drained within a minute
+    nodes = [NodeState("eu-1", "eu-west", 500, 0.5, 300), NodeState("us-1", "us-east", 2000, 0.5, 300)]
+    rates = {p: 300.0 for p in range(4)} | {p: 100.0 for p in range(4, 8)}
+    recs = {r.region: r for r in recommendations(LATTICE, nodes, rates, {8: 0})}
+    assert recs["eu-west"].replicas == 3 and recs["eu-west"].capacity_eps == 500  # 1200 / 400
+    assert recs["us-east"].replicas == 1
+    assert recs["ap-south"].replicas == 0 and recs["ap-south"].capacity_eps == 1250  # the task's mean
+
+
+def test_scale_auto_holds_the_recommendation_within_bounds() -> None:
+    from streamlattice.ops.supervisor import auto_targets
+
+    assert auto_targets({"eu": 5, "us": 0}, ["eu", "us", "ap"], 1, 3) == {"eu": 3, "us": 1, "ap": 1}

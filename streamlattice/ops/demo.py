@@ -184,6 +184,8 @@ async def _run(
         ]
         readers = [asyncio.create_task(_read(lattice, settings, t, tallies, stop)) for t in tasks]
         snapshot: dict[str, Any] = {}
+        in_rates: dict[tuple[str, str], float] = {}
+        ends: dict[tuple[str, int], tuple[float, int]] = {}
         last_draw = last_status = 0.0
         while not all(t.done() for t in loads) and not stop.is_set():
             await asyncio.sleep(0.5)
@@ -194,10 +196,11 @@ async def _run(
             if now - last_status > 3:
                 with contextlib.suppress(Exception):
                     snapshot = await collect_status(lattice, settings)
+                    in_rates = arrival_rates(snapshot, ends, now)
                 last_status = now
             if live and now - last_draw >= 2:
                 click.clear()
-                click.echo(dashboard(tallies, snapshot, now - started, duration, regions))
+                click.echo(dashboard(tallies, snapshot, in_rates, now - started, duration))
                 last_draw = now
             elif not live and now - last_draw >= 10:
                 done = sum(t.results for t in tallies.values())
@@ -227,12 +230,27 @@ async def _read(
                 tallies[(task, r.region)].add(r, now)
 
 
+def arrival_rates(
+    snapshot: dict[str, Any], ends: dict[tuple[str, int], tuple[float, int]], now: float
+) -> dict[tuple[str, str], float]:
+    """Events/s into each (task, region) since the previous snapshot, from its partitions' end offsets."""
+    rates: dict[tuple[str, str], float] = {}
+    for task, t in snapshot.get("tasks", {}).items():
+        for p in t["partitions"]:
+            key = (task, p["partition"])
+            if key in ends and now > ends[key][0]:
+                rate = (p["end_offset"] - ends[key][1]) / (now - ends[key][0])
+                rates[(task, p["region"])] = rates.get((task, p["region"]), 0.0) + rate
+            ends[key] = (now, p["end_offset"])
+    return rates
+
+
 def dashboard(
     tallies: dict[tuple[str, str], Tally],
     snapshot: dict[str, Any],
+    in_rates: dict[tuple[str, str], float],
     elapsed: float,
     duration: float | None,
-    regions: list[str],
 ) -> str:
     """One screen: per task and region, rates, latency, lag, nodes with their partitions, power, carbon."""
     now = time.monotonic()
@@ -243,7 +261,7 @@ def dashboard(
     )
     lines = [click.style(head, bold=True), ""]
     lines.append(
-        f"{'task':<9}{'region':<10}{'out/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'lag':>6}{'mgCO2/1k':>10}  "
+        f"{'task':<9}{'region':<10}{'in/s':>7}{'out/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'lag':>6}{'mgCO2/1k':>10}  "
         f"nodes serving (partitions) and their power"
     )
     tasks_status = snapshot.get("tasks", {})
@@ -262,10 +280,9 @@ def dashboard(
                 )
                 power = f"{n.get('renewable_fraction') or 0:.0%} renewable, {carbon} g/kWh"
                 serving.append(f"{n['node_id']}({','.join(map(str, mine))}) " + click.style(power, fg=colour))
-        lines.append(
-            f"{task:<9}{region:<10}{rate:>7.1f}{p50:>8.0f}{p99:>8.0f}{lag:>6}{t.carbon_per_1k() * 1000:>10.3f}  "
-            + ("; ".join(serving) or "-")
-        )
+        arriving = in_rates.get((task, region), 0.0)
+        numbers = f"{arriving:>7.1f}{rate:>7.1f}{p50:>8.0f}{p99:>8.0f}{lag:>6}{t.carbon_per_1k() * 1000:>10.3f}"
+        lines.append(f"{task:<9}{region:<10}{numbers}  " + ("; ".join(serving) or "-"))
     epochs = ", ".join(f"{task} epoch {t['plan']['epoch']}" for task, t in tasks_status.items() if t.get("plan"))
     lines += ["", f"router plans: {epochs or 'none yet'}"]
     return "\n".join(lines)

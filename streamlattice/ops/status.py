@@ -116,7 +116,12 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
                 "nodes": nodes,
                 "partitions": partitions,
                 "lag": sum(p["lag"] for p in partitions),
-                "plan": {"epoch": plan.epoch, "age_s": round(plan.age_s(now_us), 1), "moves": plan.moves}
+                "plan": {
+                    "epoch": plan.epoch,
+                    "age_s": round(plan.age_s(now_us), 1),
+                    "moves": plan.moves,
+                    "recommended_replicas": {r.region: r.replicas for r in plan.recommendations},
+                }
                 if plan
                 else None,
             }
@@ -137,6 +142,9 @@ def render(status: dict[str, Any], color: bool = True) -> str:
     for task, t in status["tasks"].items():
         plan = t["plan"]
         plan_txt = f"plan epoch {plan['epoch']} ({plan['age_s']:.0f}s old)" if plan else "no plan (region-local)"
+        if plan and plan["recommended_replicas"]:
+            wanted = ", ".join(f"{r} {n}" for r, n in plan["recommended_replicas"].items())
+            plan_txt += f", recommended replicas: {wanted}"
         lines.append("")
         lines.append(
             style(f"{task}", bold=True) + f"  group {t['state']}, {len(t['nodes'])} node(s), lag {t['lag']}, {plan_txt}"

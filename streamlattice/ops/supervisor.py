@@ -13,11 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamlattice.config import REPO_ROOT, Lattice
 from streamlattice.errors import StreamLatticeError
+
+
+def auto_targets(recommended: Mapping[str, int], regions: Iterable[str], low: int, high: int) -> dict[str, int]:
+    """Replicas per region: the router's recommendation held within [low, high]."""
+    return {r: min(max(recommended.get(r, low), low), high) for r in regions}
 
 
 def home() -> Path:
@@ -116,4 +122,8 @@ class Supervisor:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        return Managed(task, region, node_id, proc.pid, str(log), time.time())
+        worker = Managed(task, region, node_id, proc.pid, str(log), time.time())
+        deadline = time.monotonic() + 10
+        while not worker.alive() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the child has exec'd: before that its cmdline is ours
+        return worker
