@@ -27,6 +27,7 @@ from streamlattice.metrics import RouterMetrics
 from streamlattice.metrics import serve as serve_metrics
 from streamlattice.plans import PublishedPlan
 from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
+from streamlattice.topics import TopicSpec, create_topics
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def make_app(
     """The router's faust app for `lattice`."""
     brokers = ";".join(f"kafka://{b}" for b in settings.bootstrap.split(","))
     app = faust.App(
-        f"{lattice.namespace}.router",
+        app_id(lattice),
         broker=brokers,
         store="memory://",  # rebuilt from the table's changelog topic on start
         web_port=web_port,
@@ -202,6 +203,20 @@ def make_app(
     return app
 
 
+def app_id(lattice: Lattice) -> str:
+    """The router's faust app id (its consumer group, and the prefix of its own topics)."""
+    return f"{lattice.namespace}.router"
+
+
+def router_topics(lattice: Lattice) -> list[TopicSpec]:
+    """The router's own topics: its table's changelog (partitioned like the heartbeats) and faust's
+    leader-election topic."""
+    return [
+        TopicSpec(f"{app_id(lattice)}-nodes-changelog", 3, {"cleanup.policy": "compact"}),
+        TopicSpec(f"{app_id(lattice)}-__assignor-__leader", 1),
+    ]
+
+
 def run_router(
     lattice: Lattice,
     settings: KafkaSettings,
@@ -212,6 +227,9 @@ def run_router(
 ) -> None:
     """Run the router until SIGTERM or Ctrl-C."""
     replication = min(3, asyncio.run(broker_count(settings)))
+    # faust would create its own topics as it starts, racing a young broker's metadata (and
+    # then finding the table's changelog with 0 partitions); make them first.
+    asyncio.run(create_topics(settings, router_topics(lattice)))
     metrics = RouterMetrics()
     if metrics_port:
         serve_metrics(metrics.registry, metrics_port)

@@ -56,13 +56,17 @@ class TopicReport:
 
 async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[TopicReport]:
     """Create the layout's missing topics and check the existing ones; safe to run again."""
+    return await create_topics(settings, lattice_topics(lattice))
+
+
+async def create_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[TopicReport]:
+    """Create the missing ones of `specs`, check the existing ones, and return once brokers serve them."""
     admin = make_admin(settings)
     await start_client(admin, settings)
     try:
         cluster = await admin.describe_cluster()
         replication = min(3, len(cluster["brokers"]))
         existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
-        specs = lattice_topics(lattice)
         missing = [s for s in specs if s.name not in existing]
         if missing:
             resp = await admin.create_topics(
