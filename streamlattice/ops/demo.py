@@ -101,9 +101,17 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0
             p.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(lattice: Lattice, duration: float | None, explicit_bootstrap: str | None, live: bool) -> bool:
     """Run the demo; True if results came back in every region of every task that had events."""
     say = click.echo
+    # SIGTERM or a closed terminal while starting up: unwind like Ctrl-C, so `finally` stops
+    # every process this demo started (they run in sessions of their own and would outlive it)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     started_broker: Path | None = None
     if explicit_bootstrap:
         bootstrap = explicit_bootstrap
@@ -170,19 +178,24 @@ async def _run(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     regions = [r.name for r in lattice.regions]
     tasks = list(RATES)
     for t in tasks:
         for r in regions:
             tallies[(t, r)] = Tally()
-    started = time.monotonic()
-    async with LatticeProducer(lattice=lattice, settings=settings) as producer:
+    async with contextlib.AsyncExitStack() as stack:
+        # subscribers are positioned before the first event goes out, so no result slips past
+        subscribers = [
+            await stack.enter_async_context(ResultSubscriber(t, lattice=lattice, settings=settings)) for t in tasks
+        ]
+        readers = [asyncio.create_task(_read(sub, t, tallies)) for sub, t in zip(subscribers, tasks, strict=True)]
+        producer = await stack.enter_async_context(LatticeProducer(lattice=lattice, settings=settings))
+        started = time.monotonic()
         loads = [
             asyncio.create_task(run_load(producer, t, regions, RATES[t], None, duration, stop=stop)) for t in tasks
         ]
-        readers = [asyncio.create_task(_read(lattice, settings, t, tallies, stop)) for t in tasks]
         snapshot: dict[str, Any] = {}
         in_rates: dict[tuple[str, str], float] = {}
         ends: dict[tuple[str, int], tuple[float, int]] = {}
@@ -220,14 +233,11 @@ async def _run(
         await asyncio.gather(*readers, return_exceptions=True)
 
 
-async def _read(
-    lattice: Lattice, settings: KafkaSettings, task: str, tallies: dict[tuple[str, str], Tally], stop: asyncio.Event
-) -> None:
-    async with ResultSubscriber(task, lattice=lattice, settings=settings) as sub:
-        async for batch in sub.batches(timeout_ms=250):
-            now = time.monotonic()
-            for r in batch:
-                tallies[(task, r.region)].add(r, now)
+async def _read(sub: ResultSubscriber, task: str, tallies: dict[tuple[str, str], Tally]) -> None:
+    async for batch in sub.batches(timeout_ms=250):
+        now = time.monotonic()
+        for r in batch:
+            tallies[(task, r.region)].add(r, now)
 
 
 def arrival_rates(
