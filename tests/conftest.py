@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +246,57 @@ async def read_dlq(bootstrap: str, lattice: Lattice, task: str, want: int, timeo
         return out
     finally:
         await consumer.stop()
+
+
+def foreign_record() -> bytes:
+    """A valid single-object Avro record of another of our schemas (a DeadLetter), not an Event."""
+    return codecs().dead_letter.encode(
+        {
+            "original": b"x",
+            "original_key": None,
+            "reason": "r",
+            "kind": "k",
+            "topic": "t",
+            "partition": 0,
+            "offset": 1,
+            "node_id": "n",
+            "time_us": 1,
+        }
+    )
+
+
+def outcome(sent: Iterable[str], results: dict[str, list[Result]]) -> tuple[set[str], int]:
+    """(event ids with no result, results beyond the first per event)."""
+    return set(sent) - results.keys(), sum(len(v) - 1 for v in results.values())
+
+
+@pytest.fixture
+def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[[Lattice], subprocess.Popen[bytes]]]:
+    """Start `streamlattice router` processes (their view at `.web`); all are killed at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+    port = dev.free_port()
+
+    def start(lattice: Lattice) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlattice",
+            "--bootstrap",
+            kafka,
+            "--config",
+            str(lattice.source),
+            "router",
+            "--web-port",
+            str(port),
+        ]
+        log = (tmp_path / f"router-{len(procs)}.log").open("wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        p.web = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

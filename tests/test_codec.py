@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import foreign_record
 
 from streamlattice.codec import (
     MAGIC,
@@ -84,19 +85,7 @@ def test_bytes_that_are_not_an_event_are_refused(value: bytes, kind: str) -> Non
 
 
 def test_a_record_of_another_schema_is_refused_with_its_fingerprint() -> None:
-    result_bytes = codecs().dead_letter.encode(
-        {
-            "original": b"x",
-            "original_key": None,
-            "reason": "r",
-            "kind": "k",
-            "topic": "t",
-            "partition": 0,
-            "offset": 1,
-            "node_id": "n",
-            "time_us": 1,
-        }
-    )
+    result_bytes = foreign_record()
     with pytest.raises(InvalidEvent, match="unknown schema fingerprint") as err:
         codecs().event.decode(result_bytes)
     assert err.value.kind == "schema"

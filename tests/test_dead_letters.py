@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import WorkerProcess, collect_results, publish_raw, read_dlq
+from conftest import WorkerProcess, collect_results, foreign_record, publish_raw, read_dlq
 
 from streamlattice.client import LatticeProducer
 from streamlattice.codec import codecs, tensor_record
@@ -41,19 +41,7 @@ def bad_records() -> dict[str, bytes]:
     nan[1, 7] = np.nan
     inf = np.zeros((3, 64), np.float32)
     inf[2, 0] = np.inf
-    wrong_schema = codecs().dead_letter.encode(
-        {
-            "original": b"x",
-            "original_key": None,
-            "reason": "r",
-            "kind": "k",
-            "topic": "t",
-            "partition": 0,
-            "offset": 1,
-            "node_id": "n",
-            "time_us": 1,
-        }
-    )
+    wrong_schema = foreign_record()
     return {
         "undecodable": b"\x00\xffthis is not avro at all",
         "schema": wrong_schema,

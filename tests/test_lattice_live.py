@@ -7,22 +7,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import REPO, WorkerProcess, collect_results
+from conftest import WorkerProcess, collect_results, outcome
 
 from streamlattice.client import LatticeProducer
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.groups import describe_group
 from streamlattice.kafka import KafkaSettings
-from streamlattice.ops import broker as dev
 from streamlattice.topics import ensure_topics
 from workers.sensor import signals
 
@@ -107,35 +106,9 @@ max_event_bytes = 8192
 
 
 @pytest.fixture
-def router(kafka: str, fast_lattice: Lattice, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start `streamlattice router` processes; all are killed at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    port = dev.free_port()
-
-    def start() -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "streamlattice",
-            "--bootstrap",
-            kafka,
-            "--config",
-            str(fast_lattice.source),
-            "router",
-            "--web-port",
-            str(port),
-        ]
-        log = (tmp_path / f"router-{len(procs)}.log").open("wb")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        p.web = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+def router(fast_lattice: Lattice, routers: Callable[[Lattice], subprocess.Popen[bytes]]) -> Callable[[], Any]:
+    """Start a router for the fast lattice."""
+    return lambda: routers(fast_lattice)
 
 
 class Load:
@@ -228,8 +201,7 @@ def test_power_moves_partitions_toward_green_nodes_and_back_and_every_event_is_a
     finally:
         sent = load.stop()
     results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
-    missing = set(sent) - results.keys()
-    duplicates = sum(len(v) - 1 for v in results.values())
+    missing, duplicates = outcome(sent, results)
     print(
         f"\nplan landed on the group in {moved_s:.1f}s, back in {back_s:.1f}s; "
         f"{len(sent)} events, {len(missing)} lost, {duplicates} duplicates"
@@ -263,8 +235,7 @@ def test_a_killed_worker_is_replaced_within_the_session_timeout_plus_a_plan_and_
     finally:
         sent = load.stop()
     results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
-    missing = set(sent) - results.keys()
-    duplicates = sum(len(v) - 1 for v in results.values())
+    missing, duplicates = outcome(sent, results)
     print(
         f"\nreplaced in {took:.1f}s; {len(sent)} events, {len(missing)} lost, {duplicates} duplicates (at-least-once)"
     )

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, WorkerProcess, collect_results
@@ -148,64 +149,47 @@ def test_a_worker_exports_prometheus_metrics(
 
 
 def test_scale_auto_follows_the_routers_recommendation(
-    kafka: str, lattice: Lattice, supervisor_home: dict[str, str], tmp_path: Path
+    kafka: str, lattice: Lattice, supervisor_home: dict[str, str], routers: Callable[[Lattice], Any]
 ) -> None:
     settings = KafkaSettings(bootstrap=kafka)
-    router_log = (tmp_path / "router.log").open("wb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlattice",
-        "--bootstrap",
-        kafka,
-        "--config",
-        str(lattice.source),
-        "router",
-        "--web-port",
-        str(dev.free_port()),
-    ]
-    router = subprocess.Popen(cmd, stdout=router_log, stderr=subprocess.STDOUT, cwd=REPO)
+    routers(lattice)
+    first = sl(
+        kafka, lattice, "scale", "--task", "sensor", "--region", "eu-west", "--replicas", "1", env=supervisor_home
+    )
+    assert first.returncode == 0, first.stderr
+    asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 1, 60))
+    load = Load(kafka, lattice, rate=60)
     try:
-        first = sl(
-            kafka, lattice, "scale", "--task", "sensor", "--region", "eu-west", "--replicas", "1", env=supervisor_home
+        deadline = time.monotonic() + 60
+        plan = None
+        while time.monotonic() < deadline:  # the router's plan carries a recommendation per region
+            done = sl(kafka, lattice, "status", "--json")
+            plan = json.loads(done.stdout)["tasks"]["sensor"]["plan"]
+            if plan and plan["recommended_replicas"].get("eu-west"):
+                break
+            time.sleep(2)
+        assert plan and plan["recommended_replicas"]["eu-west"] == 1, plan
+        # the router asks for one worker per busy region; the bounds make it two in eu-west
+        auto = sl(
+            kafka,
+            lattice,
+            "scale",
+            "--task",
+            "sensor",
+            "--region",
+            "eu-west",
+            "--auto",
+            "--min",
+            "2",
+            "--max",
+            "3",
+            "--once",
+            env=supervisor_home,
         )
-        assert first.returncode == 0, first.stderr
-        asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 1, 60))
-        load = Load(kafka, lattice, rate=60)
-        try:
-            deadline = time.monotonic() + 60
-            plan = None
-            while time.monotonic() < deadline:  # the router's plan carries a recommendation per region
-                done = sl(kafka, lattice, "status", "--json")
-                plan = json.loads(done.stdout)["tasks"]["sensor"]["plan"]
-                if plan and plan["recommended_replicas"].get("eu-west"):
-                    break
-                time.sleep(2)
-            assert plan and plan["recommended_replicas"]["eu-west"] == 1, plan
-            # the router asks for one worker per busy region; the bounds make it two in eu-west
-            auto = sl(
-                kafka,
-                lattice,
-                "scale",
-                "--task",
-                "sensor",
-                "--region",
-                "eu-west",
-                "--auto",
-                "--min",
-                "2",
-                "--max",
-                "3",
-                "--once",
-                env=supervisor_home,
-            )
-            assert auto.returncode == 0, auto.stderr
-            assert "sensor in eu-west: 2 worker(s) running" in auto.stdout
-            asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 2, 60))
-        finally:
-            sent = load.stop()
+        assert auto.returncode == 0, auto.stderr
+        assert "sensor in eu-west: 2 worker(s) running" in auto.stdout
+        asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 2, 60))
     finally:
-        router.kill()
-        router.wait()
+        sent = load.stop()
     results = asyncio.run(collect_results(kafka, lattice, "sensor", set(sent), timeout=60))
     assert set(sent) <= results.keys()

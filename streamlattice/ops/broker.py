@@ -132,6 +132,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(n: int, attempts: int = 50) -> int:
+    """A port p with p, p+1, ..., p+n-1 all free right now (a multi-node cluster's client ports)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + n <= 65535 and all(port_is_free(base + i) for i in range(n)):
+            return base
+    raise DevBrokerError(f"no {n} consecutive free ports found; pass --port")
+
+
 def is_our_process(pid: int | None, data_dir: Path) -> bool:
     """Whether `pid` is alive and is a Kafka JVM of this data dir (not a recycled pid)."""
     if not pid:
@@ -189,9 +198,13 @@ log4j.logger.org.apache.kafka=INFO
 """
 
 
-def _new_cluster_id() -> str:
-    # Kafka's Uuid.toString: URL-safe base64 of 16 random bytes, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's Uuid.randomUuid makes one: URL-safe base64 of 16 random bytes,
+    unpadded, and never starting with "-" (a command line would take it for an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str]) -> list[str]:
@@ -247,7 +260,7 @@ def start(
         base = port or DEFAULT_PORT
         old = {n.node_id: n for n in state.nodes} if state else {}
         state = ClusterState(
-            state.cluster_id if state else _new_cluster_id(),
+            state.cluster_id if state else new_cluster_id(),
             [Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port()) for i in range(nodes)],
         )
     for n in state.nodes:
@@ -268,7 +281,10 @@ def start(
         (node_dir / "log4j.properties").write_text(LOG4J.format(path=node_dir / "server.log"))
         if not (node_dir / "logs" / "meta.properties").exists():
             fmt = _java_command(
-                jars, 256, node_dir, ["kafka.tools.StorageTool", "format", "-t", state.cluster_id, "-c", str(props)]
+                jars,
+                256,
+                node_dir,
+                ["kafka.tools.StorageTool", "format", f"--cluster-id={state.cluster_id}", f"--config={props}"],
             )
             done = subprocess.run(fmt, capture_output=True, text=True)
             if done.returncode != 0:
