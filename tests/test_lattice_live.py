@@ -248,9 +248,10 @@ def test_with_the_router_down_workers_keep_their_assignment_and_serve(
     start_lattice(kafka, fast_lattice, workers, feed)
     r = router()
     wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
+    wait_for(lambda: _epoch(r) >= 1, 60, "the router published a plan")
+    wait_for(lambda: owners(kafka, fast_lattice) == _planned(r), 60, "the group holds what the plan says")
     time.sleep(2)
     before = owners(kafka, fast_lattice)
-    wait_for(lambda: _epoch(r) >= 1, 60, "the router published a plan")
     epoch = _epoch(r)
     r.send_signal(signal.SIGKILL)
     r.wait()
@@ -273,6 +274,10 @@ def test_with_the_router_down_workers_keep_their_assignment_and_serve(
         60,
         "the restarted router's plan lands",
     )
+
+
+def _planned(router_proc: subprocess.Popen[bytes]) -> dict[int, str]:
+    return {p["partition"]: p["node_id"] for p in router_plan(router_proc)["partitions"]}
 
 
 def _epoch(router_proc: subprocess.Popen[bytes]) -> int:
