@@ -356,17 +356,6 @@ def stop(data_dir: Path, timeout_s: float = 60.0, progress: Callable[[str], None
     return bool(running)
 
 
-def kill_node(data_dir: Path, node_id: int) -> None:
-    """SIGKILL one node, as a crash would (for fault tests)."""
-    state = ClusterState.load(data_dir.resolve())
-    for n in state.nodes if state else []:
-        if n.node_id == node_id and is_our_process(n.pid, data_dir.resolve()):
-            assert n.pid is not None
-            os.kill(n.pid, signal.SIGKILL)
-            return
-    raise DevBrokerError(f"node {node_id} of {data_dir} is not running")
-
-
 @dataclass(frozen=True)
 class NodeStatus:
     """One node as `broker status` shows it."""

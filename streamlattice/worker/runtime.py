@@ -124,7 +124,6 @@ class Worker:
         )
         self._finished: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._consumer: AIOKafkaConsumer | None = None
-        self.ready = asyncio.Event()
         ls = lattice.settings
         clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
@@ -213,6 +212,7 @@ class Worker:
         # The leader may not have read the newest plan yet: ask again shortly.
         latest = self._plan_for_assignment()
         if latest is not None and latest.epoch > info.epoch:
+            self._rejoin_epoch = 0  # the request for this epoch did not land: allow another
             asyncio.get_running_loop().call_later(1.0, self._maybe_rebalance)
 
     def _on_plan(self, plan: PublishedPlan) -> None:
@@ -223,7 +223,7 @@ class Worker:
         if self._consumer is None or latest is None or latest.epoch <= self.assigned.epoch:
             return
         if latest.epoch == self._rejoin_epoch and self.assigned.epoch != 0:
-            return  # asked already for this epoch; _on_assigned asks again if it did not land
+            return  # asked already for this epoch; _on_assigned re-arms if the answer predates it
         mine = {p for p, n in latest.assignment.items() if n == self.node_id}
         held = {tp.partition for tp in self._consumer.assignment()}
         if mine != held or self.assigned.mode != "plan":
@@ -244,12 +244,12 @@ class Worker:
         highwater = {tp.partition: hw for tp in owned if (hw := consumer.highwater(tp)) is not None}
         lag = 0
         for tp in owned:
-            hw = consumer.highwater(tp)
-            if hw is not None:
+            if tp.partition in highwater:
                 with contextlib.suppress(IllegalStateError):
-                    lag += max(hw - await consumer.position(tp), 0)
+                    lag += max(highwater[tp.partition] - await consumer.position(tp), 0)
         self.meter.roll(highwater)
-        reading = self.power.refresh()
+        # a feed may answer slowly: read it off the event loop (not on the inference thread either)
+        reading = await asyncio.get_running_loop().run_in_executor(None, self.power.refresh)
         m = self.metrics
         m.lag.set(lag)
         m.capacity.set(self.meter.capacity_eps)
@@ -288,7 +288,6 @@ class Worker:
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
             timeout_ms, room = self.policy.next_poll(len(pending), age_ms)
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
-            self.ready.set()
             for msgs in fetched.values():
                 if msgs and not pending:
                     first_at = time.monotonic()
