@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from streamlattice.codec import codecs
 from streamlattice.power import Clock, PowerReading, PowerSource
 
 SMOOTHING = 0.5  # weight of the newest interval in the capacity estimate
@@ -70,6 +72,18 @@ class PowerMeter:
         """Read the source now."""
         self.reading = self.source.read(self.clock.now())
         return self.reading
+
+
+def decode_heartbeats(values: Iterable[bytes]) -> list[dict[str, Any]]:
+    """Heartbeat records of raw values; bytes that are not a heartbeat are skipped, not fatal."""
+    decode = codecs().heartbeat.decode
+    out = []
+    for value in values:
+        try:
+            out.append(decode(value))
+        except Exception:  # someone else's bytes on the topic
+            continue
+    return out
 
 
 def heartbeat_record(

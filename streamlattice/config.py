@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from streamlattice.errors import ConfigError
+from streamlattice.placement import Weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "lattice.toml"
@@ -92,12 +93,12 @@ class LatticeSettings:
     plan_refresh_s: float = 5.0  # the router republishes an unchanged plan this often
     plan_stale_s: float = 30.0  # a plan older than this means the router is gone
     time_factor: float = 1.0  # simulated power time runs this many times faster
-    latency: float = 0.4
-    carbon: float = 1.0
-    spare: float = 0.1
-    headroom: float = 0.8
-    hysteresis: float = 0.05
-    max_moves: int = 8
+    latency: float = Weights.latency
+    carbon: float = Weights.carbon
+    spare: float = Weights.spare
+    headroom: float = Weights.headroom
+    hysteresis: float = Weights.hysteresis
+    max_moves: int = Weights.max_moves
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamlattice.codec import codecs
+from streamlattice.agent import decode_heartbeats
 from streamlattice.config import Lattice
 from streamlattice.kafka import KafkaSettings, broker_count, make_admin, make_consumer
 from streamlattice.metrics import RouterMetrics
@@ -109,16 +109,9 @@ def make_app(
     view = RouterView(lattice)
     metrics = metrics or RouterMetrics()
     clients: dict[str, Any] = {}
-    decode = codecs().heartbeat.decode
 
     def heartbeats() -> list[dict[str, Any]]:
-        out = []
-        for value in list(nodes.values()):
-            try:
-                out.append(decode(value))
-            except Exception:  # an unreadable heartbeat is skipped, not fatal
-                continue
-        return out
+        return decode_heartbeats(list(nodes.values()))
 
     @app.agent(heartbeats_topic)
     async def track(stream: Any) -> Any:

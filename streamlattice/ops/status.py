@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from streamlattice.codec import codecs
+from streamlattice.agent import decode_heartbeats
 from streamlattice.config import Lattice
 from streamlattice.groups import describe_group
 from streamlattice.kafka import KafkaSettings, make_admin, make_consumer, start_client
@@ -50,14 +50,8 @@ async def read_compacted(settings: KafkaSettings, topic: str) -> dict[bytes, byt
 async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str, Any]:
     """Everything `status` shows, as one JSON-able dict."""
     now_us = time.time_ns() // 1000
-    decode_hb = codecs().heartbeat.decode
-    heartbeats: dict[str, dict[str, Any]] = {}
-    for value in (await read_compacted(settings, lattice.heartbeats_topic)).values():
-        try:
-            beat = decode_hb(value)
-        except Exception:  # someone else's bytes: not a node of ours
-            continue
-        heartbeats[beat["node_id"]] = beat
+    beats = decode_heartbeats((await read_compacted(settings, lattice.heartbeats_topic)).values())
+    heartbeats = {beat["node_id"]: beat for beat in beats}
     plans = {}
     for key, value in (await read_compacted(settings, lattice.placement_topic)).items():
         try:
