@@ -11,6 +11,7 @@ has not yet reached the group and ask for a rebalance (see `request_rebalance`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, Cons
 
 from streamlattice.config import Lattice
 from streamlattice.plans import PublishedPlan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def lattice_assignor(
         ) -> dict[str, ConsumerProtocolMemberAssignment]:
             plan = current_plan()
             info = AssignmentInfo(plan.epoch, "plan") if plan else AssignmentInfo(0, "sticky")
+            log.info("node %s leads the group: assigning %d members by %s", me().node_id, len(members), info.mode)
             topics = sorted({t for m in members.values() for t in m.subscription})
             out: dict[str, list[tuple[str, list[int]]]] = {m: [] for m in members}
             for topic in topics:

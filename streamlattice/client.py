@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamlattice.codec import Record, codecs, tensor_record, tensor_view
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.errors import InferenceTimeout, InvalidEvent
+from streamlattice.errors import InferenceTimeout, InvalidEvent, ProducerBackpressure
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.partitioning import partition_for
 from streamlattice.topics import require_topics
@@ -61,13 +61,21 @@ class _AsyncService:
 
 
 class LatticeProducer(_AsyncService):
-    """Publishes events into their region's block of `sl.events.<task>` (idempotent, acks=all)."""
+    """Publishes events into their region's block of `sl.events.<task>` (idempotent, acks=all).
+
+    At most `max_pending` events are in flight (submitted, not yet acknowledged by the
+    cluster): `submit` waits for room, so a producer faster than the cluster slows down to its
+    pace instead of buffering without bound. If no room frees up within `pending_timeout_s`,
+    it raises ProducerBackpressure.
+    """
 
     def __init__(
         self,
         bootstrap: str | None = None,
         lattice: Lattice | None = None,
         settings: KafkaSettings | None = None,
+        max_pending: int = 10_000,
+        pending_timeout_s: float = 30.0,
         **producer_options: Any,
     ) -> None:
         self.lattice = lattice or load_lattice()
@@ -75,6 +83,10 @@ class LatticeProducer(_AsyncService):
         self._producer: AIOKafkaProducer = make_producer(self.settings, **producer_options)
         self._codec = codecs().event
         self._checked_topics: set[str] = set()
+        self.max_pending = max_pending
+        self.pending_timeout_s = pending_timeout_s
+        self._room = asyncio.Semaphore(max_pending)
+        self._pending = 0
 
     async def start(self) -> None:
         """Connect to the cluster."""
@@ -128,12 +140,36 @@ class LatticeProducer(_AsyncService):
         delivery = await self.send_encoded(self.lattice.events_topic(task), source_id, partition, value)
         return event_id, delivery
 
+    @property
+    def pending(self) -> int:
+        """Events submitted and not yet acknowledged."""
+        return self._pending
+
     async def send_encoded(self, topic: str, source_id: str, partition: int, value: bytes) -> asyncio.Future[Any]:
-        """Enqueue an event `encode` made; returns its delivery future."""
+        """Enqueue an event `encode` made, once there is room; returns its delivery future."""
         if topic not in self._checked_topics:
             await require_topics(self.settings, [topic])
             self._checked_topics.add(topic)
-        return await self._producer.send(topic, value, key=source_id.encode(), partition=partition)
+        try:
+            await asyncio.wait_for(self._room.acquire(), self.pending_timeout_s)
+        except TimeoutError:
+            raise ProducerBackpressure(
+                f"{self.max_pending} events have waited {self.pending_timeout_s:g}s for the cluster to acknowledge "
+                f"them: the brokers at {self.settings.bootstrap} are not keeping up (or are unreachable); "
+                "publish more slowly, or raise max_pending / pending_timeout_s"
+            ) from None
+        self._pending += 1
+        try:
+            delivery = await self._producer.send(topic, value, key=source_id.encode(), partition=partition)
+        except BaseException:
+            self._delivered(None)
+            raise
+        delivery.add_done_callback(self._delivered)
+        return delivery
+
+    def _delivered(self, _: object) -> None:
+        self._pending -= 1
+        self._room.release()
 
     async def publish(
         self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None

@@ -45,5 +45,9 @@ class PayloadTooLarge(InvalidEvent):
         super().__init__("oversize", reason)
 
 
+class ProducerBackpressure(StreamLatticeError):
+    """A producer's bounded buffer stayed full: the cluster is not acknowledging fast enough."""
+
+
 class InferenceTimeout(StreamLatticeError, TimeoutError):
     """No result arrived for a request within its timeout."""

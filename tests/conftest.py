@@ -29,6 +29,20 @@ from streamlattice.ops import broker as dev
 from streamlattice.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
+# Rows of the fault-injection suite: (scenario, mode, events, lost, duplicates, recovery s)
+FAULT_TABLE: list[tuple[str, str, int, int, int, float]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the run, the fault suite's table (if it ran)."""
+    if not FAULT_TABLE:
+        return
+    tr = terminalreporter
+    tr.section("fault injection")
+    tr.write_line(f"{'scenario':<34} {'mode':<14} {'events':>7} {'lost':>5} {'dups':>5} {'recovery s':>11}")
+    for name, mode, events, lost, dups, recovery in FAULT_TABLE:
+        tr.write_line(f"{name:<34} {mode:<14} {events:>7} {lost:>5} {dups:>5} {recovery:>11.1f}")
+
 
 LATTICE_TOML = """
 [lattice]
@@ -271,12 +285,12 @@ def outcome(sent: Iterable[str], results: dict[str, list[Result]]) -> tuple[set[
 
 
 @pytest.fixture
-def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[[Lattice], subprocess.Popen[bytes]]]:
+def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start `streamlattice router` processes (their view at `.web`); all are killed at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
-    port = dev.free_port()
 
-    def start(lattice: Lattice) -> subprocess.Popen[bytes]:
+    def start(lattice: Lattice, port: int | None = None) -> subprocess.Popen[bytes]:
+        port = port or dev.free_port()
         cmd = [
             sys.executable,
             "-m",

@@ -118,6 +118,8 @@ class ClusterState:
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on `port` on this machine."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as Kafka binds: connections of a node that just died (TIME_WAIT) do not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -248,14 +250,14 @@ def start(
     if state and all(is_our_process(n.pid, data_dir) for n in state.nodes):
         progress(f"broker already running at {state.bootstrap} (data dir {data_dir})")
         return state
-    if state and any(is_our_process(n.pid, data_dir) for n in state.nodes):
-        stop(data_dir, progress=progress)
     if state and len(state.nodes) != nodes:
         raise DevBrokerError(
             f"{data_dir} holds a {len(state.nodes)}-node cluster; start it with --nodes "
             f"{len(state.nodes)} or use another --data-dir"
         )
     jars = install_jars(progress)
+    if state and port is not None and any(is_our_process(n.pid, data_dir) for n in state.nodes):
+        raise DevBrokerError(f"part of the cluster in {data_dir} runs on other ports; stop it first to move it")
     if state is None or port is not None:
         base = port or DEFAULT_PORT
         old = {n.node_id: n for n in state.nodes} if state else {}
@@ -263,7 +265,9 @@ def start(
             state.cluster_id if state else new_cluster_id(),
             [Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port()) for i in range(nodes)],
         )
-    for n in state.nodes:
+    # A node that died is started again beside the running ones, which keep serving.
+    down = [n for n in state.nodes if not is_our_process(n.pid, data_dir)]
+    for n in down:
         for p, what in ((n.port, "broker"), (n.controller_port, "controller")):
             if not port_is_free(p):
                 raise DevBrokerError(
@@ -273,7 +277,7 @@ def start(
     heap = heap_mb or (512 if nodes == 1 else 384)
     data_dir.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[Node, subprocess.Popen[bytes], Path]] = []
-    for n in state.nodes:
+    for n in down:
         node_dir = data_dir / f"node-{n.node_id}"
         node_dir.mkdir(exist_ok=True)
         props = node_dir / "server.properties"
@@ -302,7 +306,7 @@ def start(
         n.pid = proc.pid
         procs.append((n, proc, node_dir))
     state.save(data_dir)
-    progress(f"starting {nodes} Kafka {KAFKA_VERSION} node(s) in {data_dir} ...")
+    progress(f"starting {len(down)} of {nodes} Kafka {KAFKA_VERSION} node(s) in {data_dir} ...")
 
     def check(node: Node, proc: subprocess.Popen[bytes], node_dir: Path) -> Callable[[], None]:
         def alive() -> None:
@@ -324,7 +328,12 @@ def start(
             )
         )
     except BaseException:
-        stop(data_dir, progress=lambda _: None)
+        if len(down) == len(state.nodes):
+            stop(data_dir, progress=lambda _: None)
+        else:  # leave the nodes that were running alone
+            for _, proc, _ in procs:
+                proc.kill()
+                proc.wait()
         raise
     progress(f"broker ready at {state.bootstrap}")
     return state

@@ -256,6 +256,13 @@ def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
     help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics [off].",
 )
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="Longest an event waits for its batch [the task's].")
+@click.option(
+    "--exactly-once",
+    is_flag=True,
+    envvar="STREAMLATTICE_EXACTLY_ONCE",
+    help="Commit each batch's results with its offsets in Kafka transactions: no duplicates for "
+    "read_committed subscribers [at-least-once].",
+)
 @pass_state
 def worker(
     state: State,
@@ -269,10 +276,14 @@ def worker(
     max_batch: int | None,
     max_wait_ms: float | None,
     metrics_port: int | None,
+    exactly_once: bool,
 ) -> None:
     """Serve a task in a region: consume events, infer micro-batches, publish results.
 
-    SIGTERM (or Ctrl-C) drains in-flight batches, commits and leaves the group.
+    At-least-once by default: offsets are committed after results are acknowledged, so a
+    crash may repeat a batch's results but never loses one. --exactly-once writes results and
+    offsets in one transaction. SIGTERM (or Ctrl-C) drains in-flight batches, commits and
+    leaves the group.
     """
     from streamlattice.metrics import serve as serve_metrics
     from streamlattice.power import parse_power
@@ -297,7 +308,17 @@ def worker(
     )
 
     async def serve() -> None:
-        w = Worker(lattice, task, region, node_id, state.settings(), threads=threads, providers=chosen, power=source)
+        w = Worker(
+            lattice,
+            task,
+            region,
+            node_id,
+            state.settings(),
+            threads=threads,
+            providers=chosen,
+            power=source,
+            exactly_once=exactly_once,
+        )
         if metrics_port:
             serve_metrics(w.metrics.registry, metrics_port)
         stop = asyncio.Event()

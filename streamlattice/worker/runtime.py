@@ -4,6 +4,10 @@ Two stages overlap: while ONNX Runtime works on batch k in a thread, the event l
 collects and validates batch k+1; a second task publishes each batch's results (and dead
 letters) in order and commits its offsets only once every one of them is acknowledged.
 Nothing is committed before its result is durable, so a crash loses nothing (at-least-once).
+
+With `exactly_once`, the publishing stage writes each batch's results and dead letters per
+input partition in one Kafka transaction together with that partition's offsets (see
+streamlattice.worker.transactions); a transaction that fails is redone from the last commit.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from streamlattice.batching import BatchPolicy
 from streamlattice.client import now_us
 from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
 from streamlattice.config import Lattice, Task
-from streamlattice.errors import ConfigError, InvalidEvent
+from streamlattice.errors import ConfigError, InvalidEvent, StreamLatticeError
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.metrics import WorkerMetrics
 from streamlattice.models import load_model
@@ -39,6 +43,7 @@ from streamlattice.power import Clock, PowerSource, parse_power
 from streamlattice.tasks import Inferred, TaskRuntime
 from streamlattice.topics import require_topics
 from streamlattice.validation import check_event, check_size, non_finite_rows
+from streamlattice.worker.transactions import Message, PartitionLost, PartitionTransactions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class Batch:
     rejected: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
     inference: asyncio.Future[Inferred] | None = None
     infer_started: float = 0.0
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)  # exactly-once: see Worker._read_again
     python_s: float = 0.0  # time the event loop spent on this batch (validation, encoding)
 
 
@@ -102,6 +108,7 @@ class Worker:
         threads: int = 1,
         providers: tuple[str, ...] | None = None,
         power: PowerSource | None = None,
+        exactly_once: bool = False,
     ) -> None:
         self.lattice = lattice
         self.task: Task = lattice.task(task)
@@ -132,6 +139,12 @@ class Worker:
         self.plans: PlanFollower | None = None
         self.assigned = AssignmentInfo(0, "sticky")
         self._rejoin_epoch = 0  # newest plan epoch a rebalance was asked for
+        self.exactly_once = exactly_once
+        self.transactions: PartitionTransactions | None = None
+        # Exactly-once: a partition whose transaction failed is read again from its last commit;
+        # its epoch tells batches taken before that apart, and they are dropped unpublished.
+        self._epochs: dict[TopicPartition, int] = {}
+        self._reseek: set[TopicPartition] = set()
 
     # ---- set-up --------------------------------------------------------------------------
 
@@ -158,7 +171,10 @@ class Worker:
         await self.plans.start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.plans.caught_up.wait(), 5)
+        # At-least-once: results, dead letters and heartbeats. Exactly-once: heartbeats only.
         producer = make_producer(self.settings, linger_ms=1)
+        if self.exactly_once:
+            self.transactions = PartitionTransactions(self.settings, lt.group_id(self.task.name))
         assignor = lattice_assignor(lt, self._member, self._plan_for_assignment, self._on_assigned)
         consumer = make_consumer(
             self.settings,
@@ -193,6 +209,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._send_heartbeat(producer, consumer, stopping=True)
             await consumer.stop()
+            if self.transactions is not None:
+                await self.transactions.close()
             await producer.stop()
             await self.plans.stop()
             self._executor.shutdown(wait=False)
@@ -298,6 +316,8 @@ class Worker:
                 self._rewind(consumer, pending)
                 pending, generation = [], self.generation
                 continue
+            if self._reseek:
+                pending = await self._seek_back(consumer, pending)
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
             if self.policy.is_ready(len(pending), age_ms, self._model_free()):
                 await self._dispatch(pending, generation)
@@ -307,6 +327,33 @@ class Worker:
                 last_log = time.monotonic()
         if pending and generation == self.generation:
             await self._dispatch(pending, generation)
+
+    async def _seek_back(
+        self, consumer: AIOKafkaConsumer, pending: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Read partitions again from their last committed offset (exactly-once: after a failed
+        transaction, and after an assignment)."""
+        while self._reseek:  # no await between the last check and the next batch's epochs
+            partitions = set(self._reseek)
+            self._reseek.clear()
+            pending = [m for m in pending if TopicPartition(m.topic, m.partition) not in partitions]
+            for tp in partitions:
+                # a rebalance may take a partition away meanwhile: its next owner reads it
+                with contextlib.suppress(IllegalStateError):
+                    known = self.transactions.next_offsets.get(tp) if self.transactions else None
+                    committed = known if known is not None else await consumer.committed(tp)
+                    if committed is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, committed)
+                    log.debug("node %s: partition %d read from offset %s", self.node_id, tp.partition, committed)
+        return pending
+
+    def _read_again(self, partitions: list[TopicPartition]) -> None:
+        """Drop what was taken from `partitions` and read them again from their last commit."""
+        for tp in partitions:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._reseek.add(tp)
 
     def _model_free(self) -> bool:
         # Free: nothing is inferring and the publisher has room for another batch.
@@ -329,6 +376,8 @@ class Worker:
         event_codec = self._codecs.event
         for m in records:
             tp = TopicPartition(m.topic, m.partition)
+            if tp not in batch.offsets:
+                batch.epochs[tp] = self._epochs.get(tp, 0)
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), m.offset + 1)
             try:
                 if m.value is None:
@@ -399,9 +448,13 @@ class Worker:
                 self._queue.task_done()
 
     async def _publish(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
-        """Hand a batch's results and dead letters to the producer; returns their delivery futures."""
-        deliveries: list[asyncio.Future[Any]] = []
+        """Hand a batch's results and dead letters to Kafka; returns the delivery futures to await.
+
+        Exactly-once: each input partition's share is committed in a transaction here, so there
+        is nothing left to await.
+        """
         infer_s = 0.0
+        outgoing: list[tuple[int, Message]] = []
         if batch.inference is not None:
             try:
                 inferred = await batch.inference
@@ -414,13 +467,52 @@ class Worker:
                 self.stats.infer_s += infer_s
                 self.metrics.inference_s.observe(infer_s)
                 started = time.perf_counter()
-                deliveries += await self._send_results(batch, inferred, infer_s, producer)
+                outgoing = self._results(batch, inferred, infer_s)
                 batch.python_s += time.perf_counter() - started
         started = time.perf_counter()
-        deliveries += await self._send_dead_letters(batch, producer)
+        outgoing += self._dead_letters(batch)
+        deliveries: list[asyncio.Future[Any]] = []
+        if self.transactions is None:
+            for _, (topic, value, key, partition, headers) in outgoing:
+                deliveries.append(await producer.send(topic, value, key=key, partition=partition, headers=headers))
+        else:
+            await self._commit_transactions(batch, outgoing)
         batch.python_s += time.perf_counter() - started
         self.meter.batch(len(batch.accepted) + len(batch.rejected), batch.python_s + infer_s)
         return deliveries
+
+    async def _commit_transactions(self, batch: Batch, outgoing: list[tuple[int, Message]]) -> None:
+        assert self.transactions is not None
+        shares: dict[int, list[Message]] = {tp.partition: [] for tp in batch.offsets}
+        for source, message in outgoing:
+            shares[source].append(message)
+
+        async def commit(tp: TopicPartition, offset: int) -> bool:
+            assert self.transactions is not None
+            await self.transactions.ready(tp)
+            if batch.epochs[tp] != self._epochs.get(tp, 0):
+                return False  # taken before this partition was last read again: it is read again
+            try:
+                await self.transactions.commit(tp, shares[tp.partition], offset)
+            except PartitionLost as e:
+                # Not open yet (fetched before the assignment callback ran: it reads the
+                # partition again once open), or fenced: another node owns it; rejoin.
+                self._read_again([tp])
+                if e.fenced and self._consumer is not None:
+                    log.warning("node %s: %s; rejoining the group", self.node_id, e)
+                    request_rebalance(self._consumer)
+                return False
+            except (KafkaError, OSError) as e:
+                log.warning("node %s: transaction of partition %d failed (%r); redo", self.node_id, tp.partition, e)
+                self._read_again([tp])
+                return False
+            return True
+
+        done = await asyncio.gather(*(commit(tp, offset) for tp, offset in batch.offsets.items()))
+        dropped = {tp.partition for tp, ok in zip(batch.offsets, done, strict=True) if not ok}
+        if dropped:  # count only what was committed
+            batch.accepted = [a for a in batch.accepted if a[0].partition not in dropped]
+            batch.rejected = [r for r in batch.rejected if r[0].partition not in dropped]
 
     # ---- stage 3: once a batch's records are acknowledged, commit its offsets ------------
 
@@ -439,8 +531,9 @@ class Worker:
                 self.stats.produced += len(batch.accepted)
                 self.stats.dead_lettered += len(batch.rejected)
                 self._observe_acknowledged(batch)
-                for tp, offset in batch.offsets.items():
-                    self._finished[tp] = max(self._finished.get(tp, 0), offset)
+                if self.transactions is None:  # exactly-once committed them in its transactions
+                    for tp, offset in batch.offsets.items():
+                        self._finished[tp] = max(self._finished.get(tp, 0), offset)
                 if self._acks.empty():
                     await self._commit(consumer)
             finally:
@@ -464,9 +557,8 @@ class Worker:
             # The partitions moved on; their new owner re-reads from the last commit (duplicates, no loss).
             log.warning("node %s: commit of finished batches refused (%s)", self.node_id, e)
 
-    async def _send_results(
-        self, batch: Batch, inferred: Inferred, infer_s: float, producer: Any
-    ) -> list[asyncio.Future[Any]]:
+    def _results(self, batch: Batch, inferred: Inferred, infer_s: float) -> list[tuple[int, Message]]:
+        """The result records of a batch, each with the input partition it answers."""
         assert self.runtime is not None
         model = self.runtime.model
         inferred_us = now_us()
@@ -479,7 +571,7 @@ class Worker:
         self.metrics.carbon_g.inc(carbon_g * n)
         topic = self.lattice.results_topic(self.task.name)
         encode = self._codecs.result.encode
-        futures = []
+        messages: list[tuple[int, Message]] = []
         for i, (m, ev) in enumerate(batch.accepted):
             region = self.lattice.region(ev["region"])
             record = {
@@ -502,13 +594,14 @@ class Worker:
                 "carbon_g": carbon_g,
             }
             partition = partition_for(region, ev["source_id"].encode())
-            futures.append(await producer.send(topic, encode(record), key=m.key, partition=partition))
-        return futures
+            messages.append((m.partition, (topic, encode(record), m.key, partition, None)))
+        return messages
 
-    async def _send_dead_letters(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
+    def _dead_letters(self, batch: Batch) -> list[tuple[int, Message]]:
+        """The dead-letter records of a batch: the original bytes, the reason in headers and record."""
         topic = self.lattice.dlq_topic(self.task.name)
         encode = self._codecs.dead_letter.encode
-        futures = []
+        messages: list[tuple[int, Message]] = []
         for m, err in batch.rejected:
             record = {
                 "original": m.value or b"",
@@ -522,10 +615,8 @@ class Worker:
                 "time_us": now_us(),
             }
             headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
-            futures.append(
-                await producer.send(topic, encode(record), key=m.key, partition=m.partition, headers=headers)
-            )
-        return futures
+            messages.append((m.partition, (topic, encode(record), m.key, m.partition, headers)))
+        return messages
 
     async def drain(self) -> None:
         """Wait until every dispatched batch is published, acknowledged and committed."""
@@ -546,6 +637,16 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
         await self.worker.drain()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        w = self.worker
+        if w.transactions is not None:
+            # Opening a partition's producer fences its previous owner and settles that owner's
+            # last transaction; only then is the committed offset final, so read from there.
+            try:
+                await w.transactions.assign(assigned, on_opened=w._read_again)
+            except (StreamLatticeError, KafkaError, OSError) as e:
+                log.warning("node %s: transactional producers not ready (%s); rejoining", w.node_id, e)
+                if w._consumer is not None:
+                    request_rebalance(w._consumer)
         log.info(
             "node %s assigned partitions %s",
             self.worker.node_id,

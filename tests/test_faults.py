@@ -1,0 +1,401 @@
+"""The fault-injection suite: faults injected into a three-node KRaft cluster and real workers.
+
+Every scenario runs two lanes side by side on the same cluster, one per delivery mode: each
+lane is a lattice of its own (topics, worker group) with its own workers and load, and the
+fault hits both. Afterwards every result is counted by event id: nothing may be lost in
+either mode, and the exactly-once lane may not hold a duplicate. The suite prints a table of
+scenario, mode, events, lost, duplicates and recovery time (the worst end-to-end latency of
+an event published after the fault: how long the lattice stalled).
+
+Run just this suite with `pytest -m faults`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import FAULT_TABLE, WorkerProcess, collect_results, outcome
+
+from streamlattice.client import LatticeProducer, Result, now_us
+from streamlattice.config import Lattice, load_lattice
+from streamlattice.kafka import KafkaSettings, make_admin
+from streamlattice.ops import broker as dev
+from streamlattice.topics import ensure_topics
+from workers.sensor import signals
+
+pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(300)]
+
+MODES = {"at-least-once": (), "exactly-once": ("--exactly-once",)}
+RATE = 120.0  # events/s per lane
+
+LANE_TOML = """
+[lattice]
+namespace = "{namespace}"
+heartbeat_s = 1.0
+node_timeout_s = 5.0
+plan_interval_s = 1.0
+plan_refresh_s = 3.0
+[regions.eu-west]
+partitions = 4
+[regions.us-east]
+partitions = 4
+[regions.ap-south]
+partitions = 4
+[latency_ms.eu-west]
+us-east = 40.0
+ap-south = 65.0
+[latency_ms.us-east]
+ap-south = 110.0
+[tasks.sensor]
+model = "{model}"
+postprocess = "workers.sensor.model:postprocess"
+input = "tensor"
+dtype = "float32"
+shape = [3, 64]
+max_batch = 64
+max_wait_ms = 20
+max_event_bytes = 8192
+"""
+
+
+@dataclass
+class Cluster:
+    """The suite's three-node cluster and its data dir."""
+
+    data_dir: Path
+    bootstrap: str
+
+    def pids(self) -> dict[int, int | None]:
+        """Node id -> pid of the running JVM (None if down)."""
+        return {s.node_id: s.pid if s.running else None for s in dev.status(self.data_dir)}
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node."""
+        pid = self.pids()[node_id]
+        assert pid is not None, f"node {node_id} is not running"
+        os.kill(pid, signal.SIGKILL)
+
+    def restart_missing(self) -> None:
+        """Start the nodes that are down; the others keep running."""
+        dev.start(self.data_dir, nodes=3, progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir = tmp_path_factory.mktemp("kafka3")
+    state = dev.start(data_dir, port=dev.free_port_block(3), nodes=3, progress=lambda _: None)
+    try:
+        yield Cluster(data_dir, state.bootstrap)
+    finally:
+        dev.stop(data_dir, progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def kafka(cluster: Cluster) -> str:
+    """This module's workers, routers and clients use the three-node cluster."""
+    return cluster.bootstrap
+
+
+@dataclass
+class Lane:
+    """One delivery mode's lattice, workers and load within a scenario."""
+
+    mode: str
+    lattice: Lattice
+    bootstrap: str
+    start_worker: Callable[..., WorkerProcess]
+    procs: list[WorkerProcess] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def worker(self, region: str = "eu-west", lattice: Lattice | None = None) -> WorkerProcess:
+        """Start one more worker of this lane."""
+        node = f"{self.mode[:2]}-{len(self.procs)}"
+        w = self.start_worker(lattice or self.lattice, region, node_id=node, args=MODES[self.mode])
+        self.procs.append(w)
+        return w
+
+    def alive(self) -> list[WorkerProcess]:
+        """The lane's workers still running."""
+        return [w for w in self.procs if w.alive()]
+
+    def start_load(self, rate: float = RATE) -> None:
+        """Publish sensor windows over all regions at `rate` until `stop_load`."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._publish(rate)), daemon=True)
+        self._thread.start()
+
+    async def _publish(self, rate: float) -> None:
+        windows = signals.generate(4096, seed=len(self.mode))
+        regions = [r.name for r in self.lattice.regions]
+        pending = []
+        settings = KafkaSettings(bootstrap=self.bootstrap)
+        async with LatticeProducer(lattice=self.lattice, settings=settings) as producer:
+            started, i = time.monotonic(), 0
+            while not self._stop.is_set():
+                k = i % len(windows.x)
+                event_id, delivery = await producer.submit("sensor", regions[i % 3], windows.source_id[k], windows.x[k])
+                self.sent.append(event_id)
+                pending.append(delivery)
+                i += 1
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            await asyncio.gather(*pending)
+
+    def stop_load(self) -> None:
+        """Stop publishing once everything published is acknowledged."""
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the load generator did not finish"
+
+
+class Scenario:
+    """A lane per delivery mode, a fault and the count afterwards."""
+
+    def __init__(self, name: str, kafka: str, models: dict[str, Path], tmp: Path, workers: Callable) -> None:
+        self.name = name
+        self.kafka = kafka
+        self.tmp = tmp
+        self.lanes = [Lane(mode, self.lattice(models["sensor"]), kafka, workers) for mode in MODES]
+        self.fault_us = 0
+
+    def lattice(self, model: Path, namespace: str | None = None) -> Lattice:
+        """A lane's lattice (a fresh namespace unless given), topics created."""
+        namespace = namespace or f"f{uuid.uuid4().hex[:10]}"
+        path = self.tmp / f"{namespace}-{model.stem}.toml"
+        path.write_text(LANE_TOML.format(namespace=namespace, model=model))
+        lattice = load_lattice(path)
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.kafka), lattice))
+        return lattice
+
+    def workers(self, n: int) -> None:
+        """Start n workers per lane and wait until each holds partitions."""
+        for lane in self.lanes:
+            for _ in range(n):
+                lane.worker()
+        for lane in self.lanes:
+            for w in lane.procs:
+                w.wait_assigned()
+
+    def load(self) -> None:
+        for lane in self.lanes:
+            lane.start_load()
+
+    def fault(self) -> None:
+        """Mark the moment of the fault (recovery is measured from here)."""
+        self.fault_us = now_us()
+
+    def finish(self) -> dict[str, dict[str, list[Result]]]:
+        """Stop the load, count every lane's results, record the table row and check the promises."""
+        for lane in self.lanes:
+            lane.stop_load()
+
+        async def collect_all() -> list[dict[str, list[Result]]]:
+            expected = [(lane.lattice, set(lane.sent)) for lane in self.lanes]
+            return await asyncio.gather(*(collect_results(self.kafka, lt, "sensor", ids, 120) for lt, ids in expected))
+
+        collected = asyncio.run(collect_all())
+        out = {}
+        for lane, results in zip(self.lanes, collected, strict=True):
+            missing, duplicates = outcome(lane.sent, results)
+            first = [rs[0] for rs in results.values()]
+            after = [r.produced_us - r.event_time_us for r in first if r.event_time_us >= self.fault_us]
+            recovery_s = max(after, default=0) / 1e6
+            FAULT_TABLE.append((self.name, lane.mode, len(lane.sent), len(missing), duplicates, recovery_s))
+            out[lane.mode] = results
+        for lane, results in zip(self.lanes, collected, strict=True):
+            missing, duplicates = outcome(lane.sent, results)
+            logs = "\n".join(w.text()[-1500:] for w in lane.procs)
+            assert len(lane.sent) > 500, "the scenario ran too briefly to mean anything"
+            assert not missing, f"{self.name} ({lane.mode}): {len(missing)} of {len(lane.sent)} lost\n{logs}"
+            if lane.mode == "exactly-once":
+                twice = [[(r.node_id, r.partition) for r in rs] for rs in results.values() if len(rs) > 1]
+                assert duplicates == 0, f"{self.name}: {duplicates} duplicates (exactly-once): {twice[:5]}\n{logs}"
+        return out
+
+
+@pytest.fixture
+def scenario(kafka: str, models: dict[str, Path], tmp_path: Path, workers: Callable) -> Callable[[str], Scenario]:
+    return lambda name: Scenario(name, kafka, models, tmp_path, workers)
+
+
+def sigkill(w: WorkerProcess) -> None:
+    w.proc.send_signal(signal.SIGKILL)
+    w.proc.wait()
+
+
+def test_a_worker_killed_mid_batch_three_times_in_a_row(scenario: Callable[[str], Scenario]) -> None:
+    s = scenario("worker SIGKILL x3")
+    s.workers(2)
+    s.load()
+    time.sleep(3)
+    s.fault()
+    for _ in range(3):
+        for lane in s.lanes:
+            sigkill(lane.alive()[0])  # the oldest: it holds partitions and is mid-batch under load
+            lane.worker()
+        time.sleep(4)
+    time.sleep(12)  # the group drops the dead after its 10 s session timeout
+    s.finish()
+
+
+def leader_of_most(bootstrap: str, topics: list[str]) -> int:
+    """The broker that leads the most partitions of `topics`."""
+
+    async def describe() -> list:
+        admin = make_admin(KafkaSettings(bootstrap=bootstrap))
+        await admin.start()
+        try:
+            return await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+
+    counts: dict[int, int] = {}
+    for topic in asyncio.run(describe()):
+        for p in topic["partitions"]:
+            counts[p["leader"]] = counts.get(p["leader"], 0) + 1
+    return max(counts, key=lambda n: counts[n])
+
+
+def test_the_broker_leading_the_event_partitions_is_killed(
+    scenario: Callable[[str], Scenario], cluster: Cluster
+) -> None:
+    s = scenario("broker leader SIGKILL")
+    s.workers(2)
+    s.load()
+    time.sleep(3)
+    leader = leader_of_most(cluster.bootstrap, [lane.lattice.events_topic("sensor") for lane in s.lanes])
+    s.fault()
+    cluster.kill(leader)
+    try:
+        time.sleep(15)
+    finally:
+        cluster.restart_missing()
+    time.sleep(3)
+    s.finish()
+    assert all(w.alive() for lane in s.lanes for w in lane.procs), "a worker died with the broker"
+
+
+def plan_of(router: subprocess.Popen[bytes]) -> dict:
+    try:
+        with urllib.request.urlopen(router.web + "/plan", timeout=5) as r:  # type: ignore[attr-defined]
+            return json.loads(r.read()).get("sensor") or {}
+    except OSError:
+        return {}
+
+
+def assignment_lines(w: WorkerProcess) -> int:
+    return len(re.findall(r"assigned partitions \[", w.text()))
+
+
+def test_the_router_is_killed_and_workers_keep_serving_on_the_last_plan(
+    scenario: Callable[[str], Scenario], routers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    s = scenario("router SIGKILL")
+    started = [routers(lane.lattice) for lane in s.lanes]
+    s.workers(2)
+    deadline = time.monotonic() + 60
+    while not all(plan_of(r).get("epoch", 0) >= 1 for r in started):
+        assert time.monotonic() < deadline, "the routers published no plan"
+        time.sleep(0.5)
+    time.sleep(4)  # the plan lands on the groups
+    s.load()
+    time.sleep(3)
+    held = {w.node_id: assignment_lines(w) for lane in s.lanes for w in lane.procs}
+    s.fault()
+    for r in started:
+        r.send_signal(signal.SIGKILL)
+        r.wait()
+    time.sleep(12)
+    s.finish()
+    assert {w.node_id: assignment_lines(w) for lane in s.lanes for w in lane.procs} == held, (
+        "without a router the groups should keep their last assignment"
+    )
+
+
+LEADS = re.compile(r"^(\S+ \S+) .*leads the group", re.M)
+
+
+def leaders_log_count(w: WorkerProcess) -> int:
+    return len(LEADS.findall(w.text()))
+
+
+def test_the_group_leader_is_killed_during_a_rebalance(scenario: Callable[[str], Scenario]) -> None:
+    s = scenario("group leader SIGKILL in rebalance")
+    s.workers(2)
+    s.load()
+    time.sleep(3)
+    watch = {lane.mode: {w: leaders_log_count(w) for w in lane.alive()} for lane in s.lanes}
+    for lane in s.lanes:
+        lane.worker()  # joining makes the group rebalance; its leader assigns the new generation
+    s.fault()
+    deadline = time.monotonic() + 90
+    while watch:
+        assert time.monotonic() < deadline, f"no rebalance was led in {sorted(watch)}"
+        for mode, seen in list(watch.items()):
+            leader = next((w for w, n in seen.items() if leaders_log_count(w) > n), None)
+            if leader is not None:  # it is assigning the new generation right now
+                sigkill(leader)
+                del watch[mode]
+        time.sleep(0.02)
+    time.sleep(14)  # the group drops the dead leader after its 10 s session timeout
+    s.finish()
+
+
+def rolling_restart(s: Scenario, replacement: Callable[[Lane], Lattice] | None = None) -> None:
+    for _ in range(3):
+        for lane in s.lanes:
+            old = lane.alive()[0]
+            assert old.terminate(timeout=60) == 0, old.text()[-2000:]
+            lane.worker(lattice=replacement(lane) if replacement else None)
+        for lane in s.lanes:
+            lane.procs[-1].wait_assigned()
+        time.sleep(1)
+
+
+def test_a_rolling_restart_of_every_worker(scenario: Callable[[str], Scenario]) -> None:
+    s = scenario("rolling restart")
+    s.workers(3)
+    s.load()
+    time.sleep(3)
+    s.fault()
+    rolling_restart(s)
+    time.sleep(3)
+    s.finish()
+
+
+def test_a_model_version_swap_by_rolling_restart(scenario: Callable[[str], Scenario], tmp_path: Path) -> None:
+    import onnx
+
+    s = scenario("model swap (rolling)")
+    v1 = s.lanes[0].lattice.task("sensor").model
+    model = onnx.load(v1)
+    onnx.helper.set_model_props(model, {"release": "2"})
+    v2 = tmp_path / "sensor-v2.onnx"
+    onnx.save(model, v2)
+    next_version = {lane.mode: s.lattice(v2, namespace=lane.lattice.namespace) for lane in s.lanes}
+    s.workers(3)
+    s.load()
+    time.sleep(3)
+    s.fault()
+    rolling_restart(s, replacement=lambda lane: next_version[lane.mode])
+    time.sleep(3)
+    results = s.finish()
+    for lane in s.lanes:
+        by_version = {r.model_version for rs in results[lane.mode].values() for r in rs}
+        assert len(by_version) == 2, f"{lane.mode}: both versions should have served, got {by_version}"
+        last = results[lane.mode][lane.sent[-1]][0]
+        assert last.model_version != results[lane.mode][lane.sent[0]][0].model_version
