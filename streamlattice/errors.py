@@ -21,6 +21,14 @@ class BrokerUnavailable(StreamLatticeError):
         self.bootstrap = bootstrap
 
 
+class AuthenticationFailed(StreamLatticeError):
+    """The cluster refused the client's credentials."""
+
+
+class NotAuthorized(StreamLatticeError):
+    """The cluster's ACLs do not let this principal do what it asked."""
+
+
 class DevBrokerError(StreamLatticeError):
     """The local dev broker could not be installed, started or stopped."""
 

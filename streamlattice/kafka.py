@@ -16,10 +16,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import AuthenticationFailedError, KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.api import Request
 
 from streamlattice.config import bootstrap_from_env
-from streamlattice.errors import BrokerUnavailable, StreamLatticeError
+from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
+from streamlattice.security import ALLOW, CONFIG_ENV, Acl, Security
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,11 @@ class KafkaSettings:
     bootstrap: str = field(default_factory=bootstrap_from_env)
     client_id: str = "streamlattice"
     request_timeout_ms: int = 30_000
+    security: Security = field(default_factory=Security.from_env)
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, client_id: str = "streamlattice") -> KafkaSettings:
-        """Settings from the flag value or $STREAMLATTICE_BOOTSTRAP."""
+        """Settings from the flag value or $STREAMLATTICE_BOOTSTRAP, security from the environment."""
         return cls(bootstrap=bootstrap_from_env(bootstrap), client_id=client_id)
 
     def with_client_id(self, client_id: str) -> KafkaSettings:
@@ -45,6 +49,7 @@ class KafkaSettings:
             "bootstrap_servers": self.bootstrap,
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
+            **self.security.client_kwargs(),
         }
 
 
@@ -86,12 +91,20 @@ async def start_client(client: Any, settings: KafkaSettings) -> None:
     """Start an aiokafka client, turning "cannot connect" into BrokerUnavailable."""
     try:
         await client.start()
-    except KafkaConnectionError as e:
+    except (AuthenticationFailedError, SaslAuthenticationFailed) as e:
         await _close_quietly(client)
-        raise BrokerUnavailable(settings.bootstrap, str(e)) from None
-    except OSError as e:
+        raise AuthenticationFailed(
+            f"Kafka at {settings.bootstrap} refused {settings.security.describe()}: {e}; check the user and "
+            f"password in ${CONFIG_ENV}'s file"
+        ) from None
+    except (KafkaConnectionError, OSError) as e:
         await _close_quietly(client)
-        raise BrokerUnavailable(settings.bootstrap, str(e)) from None
+        detail = str(e)
+        if settings.security.uses_sasl:  # aiokafka reports a failed login as a failed bootstrap
+            detail += f" (or it refused {settings.security.describe()}: check the password in ${CONFIG_ENV}'s file)"
+        else:
+            detail += f" (a secured cluster closes the door on clients without credentials: set ${CONFIG_ENV})"
+        raise BrokerUnavailable(settings.bootstrap, detail) from None
 
 
 async def _close_quietly(client: Any) -> None:
@@ -138,3 +151,48 @@ async def _wait(settings: KafkaSettings, count: int, deadline: float, alive: Ite
             last = str(e) or type(e).__name__
         await asyncio.sleep(0.5)
     raise StreamLatticeError(f"cluster at {settings.bootstrap} not ready in time: {last}")
+
+
+class _CreateAcls(Request[CreateAclsRequest_v1]):
+    """CreateAcls (v1) of many bindings in one request; aiokafka's own takes one per request."""
+
+    API_KEY = 30
+
+    def __init__(self, acls: list[Acl]) -> None:
+        self.acls = acls
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        return request_struct_class(
+            [(a.resource_type, a.name, a.pattern, a.principal, "*", a.operation, ALLOW) for a in self.acls]
+        )
+
+
+async def create_acls(settings: KafkaSettings, acls: list[Acl]) -> None:
+    """Grant `acls` (adding one that exists is a no-op); `settings` must be a super user's.
+
+    aiokafka 0.14's admin client has no create_acls: this sends Kafka's CreateAcls request
+    through the admin client's `_send_request`, the one place that reaches for it.
+    """
+    admin = make_admin(settings)
+    await start_client(admin, settings)
+    try:
+        response = await admin._send_request(_CreateAcls(acls))
+        failed = [(code, msg) for code, msg in response.creation_responses if code]
+        if failed:
+            raise StreamLatticeError(f"the broker refused {len(failed)} ACLs, first: {failed[0][1] or failed[0][0]}")
+        # The broker answers before its authorizer applies them: wait until it lists them all.
+        wanted = {(a.resource_type, a.name, a.pattern, a.principal, a.operation) for a in acls}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = await admin._send_request(DescribeAclsRequest(1, None, 1, None, None, 1, 1))
+            have = {
+                (rtype, name, pattern, principal, op)
+                for rtype, name, pattern, entries in listed.resources
+                for principal, _, op, _ in entries
+            }
+            if wanted <= have:
+                return
+            await asyncio.sleep(0.2)
+        raise StreamLatticeError("ACLs were created but the broker did not apply them within 30 s")
+    finally:
+        await admin.close()

@@ -102,6 +102,7 @@ def make_app(
         topic_replication_factor=replication,  # of the router's own changelog and assignor topics
         producer_acks=-1,
         broker_client_id=f"{lattice.namespace}-router",
+        broker_credentials=faust_credentials(settings),
     )
     heartbeats_topic = app.topic(lattice.heartbeats_topic, key_type=bytes, value_type=bytes, partitions=3)
     placement_topic = app.topic(lattice.placement_topic, key_type=bytes, value_type=bytes, partitions=1)
@@ -194,6 +195,17 @@ def make_app(
         return web.json(view.as_json(heartbeats())["nodes"])
 
     return app
+
+
+def faust_credentials(settings: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The router's TLS and SASL settings, as faust takes them."""
+    sec = settings.security
+    if sec.uses_sasl:
+        return faust.SASLCredentials(
+            username=sec.username, password=sec.password, ssl_context=sec.ssl_context(), mechanism=sec.mechanism
+        )
+    context = sec.ssl_context()
+    return faust.SSLCredentials(context) if context is not None else None
 
 
 def app_id(lattice: Lattice) -> str:

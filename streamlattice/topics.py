@@ -11,7 +11,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import for_code
 
 from streamlattice.config import Lattice
-from streamlattice.errors import StreamLatticeError, TopicMissing
+from streamlattice.errors import NotAuthorized, StreamLatticeError, TopicMissing
 from streamlattice.kafka import KafkaSettings, make_admin, start_client
 
 TOPIC_ALREADY_EXISTS = 36
@@ -112,14 +112,24 @@ async def _wait_until_served(admin: Any, names: list[str], timeout_s: float = 30
         await asyncio.sleep(0.1)
 
 
+TOPIC_AUTHORIZATION_FAILED = 29  # Kafka's error code
+
+
 async def require_topics(settings: KafkaSettings, names: list[str]) -> dict[str, int]:
     """Partition counts of `names`; TopicMissing naming the command that creates them."""
     admin = make_admin(settings)
     await start_client(admin, settings)
     try:
-        found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["error_code"] == 0}
+        described = await admin.describe_topics(names)
     finally:
         await admin.close()
+    found = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    refused = [t["topic"] for t in described if t["error_code"] == TOPIC_AUTHORIZATION_FAILED]
+    if refused:
+        raise NotAuthorized(
+            f"{settings.security.describe()} may not use topic(s) {', '.join(refused)} on {settings.bootstrap}: "
+            "use the credentials of a principal with rights to them"
+        )
     missing = [n for n in names if n not in found]
     if missing:
         raise TopicMissing(

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,12 +24,15 @@ from pathlib import Path
 
 from streamlattice.config import REPO_ROOT
 from streamlattice.errors import DevBrokerError
-from streamlattice.kafka import KafkaSettings, wait_for_brokers
+from streamlattice.kafka import KafkaSettings, create_acls, wait_for_brokers
+from streamlattice.ops.tls import BROKER_CN, make_certificates
+from streamlattice.security import PRINCIPALS, Security, lattice_acls, read_file, write_file
 
 KAFKA_VERSION = "3.9.2"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 DEFAULT_PORT = 9092
 STATE_FILE = "cluster.json"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 
 
 def cache_dir() -> Path:
@@ -87,6 +91,7 @@ class Node:
     port: int
     controller_port: int
     pid: int | None = None
+    internal_port: int | None = None  # secure clusters: the brokers' own mTLS listener
 
 
 @dataclass
@@ -95,6 +100,7 @@ class ClusterState:
 
     cluster_id: str
     nodes: list[Node]
+    secure: bool = False  # TLS + SASL/SCRAM-SHA-512 + ACLs (see secure_properties)
 
     @property
     def bootstrap(self) -> str:
@@ -112,7 +118,7 @@ class ClusterState:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        return cls(raw["cluster_id"], [Node(**n) for n in raw["nodes"]])
+        return cls(raw["cluster_id"], [Node(**n) for n in raw["nodes"]], raw.get("secure", False))
 
 
 def port_is_free(port: int) -> bool:
@@ -185,7 +191,61 @@ def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
         "num.network.threads": 2,
         "num.io.threads": 4,
     }
+    if state.secure:
+        lines.update(secure_properties(node, node_dir.parent))
     return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def secure_properties(node: Node, data_dir: Path) -> dict[str, object]:
+    """Clients on SASL_SSL with SCRAM-SHA-512; brokers and controllers on mutual TLS; ACLs enforced."""
+    tls = data_dir / "tls"
+    return {
+        "listeners": f"SASL_SSL://localhost:{node.port},INTERNAL://localhost:{node.internal_port},"
+        f"CONTROLLER://localhost:{node.controller_port}",
+        "advertised.listeners": f"SASL_SSL://localhost:{node.port},INTERNAL://localhost:{node.internal_port}",
+        "listener.security.protocol.map": "CONTROLLER:SSL,INTERNAL:SSL,SASL_SSL:SASL_SSL",
+        "inter.broker.listener.name": "INTERNAL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        # the server side of SCRAM needs no secret of its own: users live in the cluster metadata
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": f"{SCRAM_LOGIN} required;",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": tls / "broker.pem",
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": tls / "ca.pem",
+        "listener.name.internal.ssl.client.auth": "required",
+        "listener.name.controller.ssl.client.auth": "required",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:CN={BROKER_CN};User:admin",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def client_file(data_dir: Path, principal: str) -> Path:
+    """The [security] file of one principal of a secure dev cluster."""
+    return data_dir.resolve() / "clients" / f"{principal}.toml"
+
+
+def client_security(data_dir: Path, principal: str) -> Security:
+    """The security settings of one principal of a secure dev cluster."""
+    path = client_file(data_dir, principal)
+    if not path.exists():
+        raise DevBrokerError(f"no credentials for {principal!r} in {path.parent}: is {data_dir} a --secure cluster?")
+    return Security(**read_file(path))
+
+
+def _make_principals(data_dir: Path) -> list[str]:
+    """Certificates and one user per principal (passwords in owner-only files); the --add-scram args."""
+    ca, _ = make_certificates(data_dir / "tls")
+    args = []
+    for principal in PRINCIPALS:
+        path = client_file(data_dir, principal)
+        if path.exists():
+            password = read_file(path)["password"]
+        else:
+            password = secrets.token_urlsafe(24)
+            write_file(path, Security("SASL_SSL", "SCRAM-SHA-512", principal, password, str(ca)))
+        args.append(f"--add-scram=SCRAM-SHA-512=[name={principal},password={password}]")
+    return args
 
 
 LOG4J = """log4j.rootLogger=INFO, file
@@ -241,8 +301,15 @@ def start(
     heap_mb: int | None = None,
     timeout_s: float = 120.0,
     progress: Callable[[str], None] = print,
+    secure: bool = False,
+    namespace: str | None = None,
 ) -> ClusterState:
-    """Start (or find running) the dev cluster of `data_dir`; returns once every broker answers."""
+    """Start (or find running) the dev cluster of `data_dir`; returns once every broker answers.
+
+    `secure` (on first start; a cluster stays what it was made) turns on TLS, SASL/SCRAM-SHA-512
+    and ACLs, with a user per principal whose credentials land in `data_dir/clients/`; the
+    ACLs of lattice `namespace` are granted (grant others with `grant_lattice`).
+    """
     if nodes not in (1, 3):
         raise DevBrokerError(f"--nodes must be 1 or 3, got {nodes}")
     data_dir = data_dir.resolve()
@@ -250,6 +317,8 @@ def start(
     if state and all(is_our_process(n.pid, data_dir) for n in state.nodes):
         progress(f"broker already running at {state.bootstrap} (data dir {data_dir})")
         return state
+    if state and secure and not state.secure:
+        raise DevBrokerError(f"{data_dir} holds a cluster without security; use another --data-dir for --secure")
     if state and len(state.nodes) != nodes:
         raise DevBrokerError(
             f"{data_dir} holds a {len(state.nodes)}-node cluster; start it with --nodes "
@@ -264,11 +333,17 @@ def start(
         state = ClusterState(
             state.cluster_id if state else new_cluster_id(),
             [Node(i + 1, base + i, old[i + 1].controller_port if i + 1 in old else free_port()) for i in range(nodes)],
+            state.secure if state else secure,
         )
+    if state.secure:
+        for n in state.nodes:
+            n.internal_port = n.internal_port or free_port()
     # A node that died is started again beside the running ones, which keep serving.
     down = [n for n in state.nodes if not is_our_process(n.pid, data_dir)]
     for n in down:
-        for p, what in ((n.port, "broker"), (n.controller_port, "controller")):
+        for p, what in ((n.port, "broker"), (n.controller_port, "controller"), (n.internal_port, "internal")):
+            if p is None:
+                continue
             if not port_is_free(p):
                 raise DevBrokerError(
                     f"port {p} ({what} of node {n.node_id}) is taken: another broker may be running "
@@ -276,6 +351,7 @@ def start(
                 )
     heap = heap_mb or (512 if nodes == 1 else 384)
     data_dir.mkdir(parents=True, exist_ok=True)
+    scram = _make_principals(data_dir) if state.secure else []
     procs: list[tuple[Node, subprocess.Popen[bytes], Path]] = []
     for n in down:
         node_dir = data_dir / f"node-{n.node_id}"
@@ -288,7 +364,7 @@ def start(
                 jars,
                 256,
                 node_dir,
-                ["kafka.tools.StorageTool", "format", f"--cluster-id={state.cluster_id}", f"--config={props}"],
+                ["kafka.tools.StorageTool", "format", f"--cluster-id={state.cluster_id}", f"--config={props}", *scram],
             )
             done = subprocess.run(fmt, capture_output=True, text=True)
             if done.returncode != 0:
@@ -319,14 +395,9 @@ def start(
         return alive
 
     try:
-        asyncio.run(
-            wait_for_brokers(
-                KafkaSettings(bootstrap=state.bootstrap, client_id="streamlattice-broker"),
-                nodes,
-                timeout_s,
-                [check(*p) for p in procs],
-            )
-        )
+        asyncio.run(wait_for_brokers(admin_settings(data_dir, state), nodes, timeout_s, [check(*p) for p in procs]))
+        if state.secure and namespace:
+            grant_lattice(data_dir, namespace)
     except BaseException:
         if len(down) == len(state.nodes):
             stop(data_dir, progress=lambda _: None)
@@ -337,6 +408,20 @@ def start(
         raise
     progress(f"broker ready at {state.bootstrap}")
     return state
+
+
+def admin_settings(data_dir: Path, state: ClusterState) -> KafkaSettings:
+    """Settings of a super user of the cluster (the admin principal of a secure one)."""
+    security = client_security(data_dir, "admin") if state.secure else Security()
+    return KafkaSettings(bootstrap=state.bootstrap, client_id="streamlattice-broker", security=security)
+
+
+def grant_lattice(data_dir: Path, namespace: str) -> None:
+    """Grant each principal of a secure dev cluster its rights in lattice `namespace`."""
+    state = ClusterState.load(data_dir.resolve())
+    if state is None or not state.secure:
+        raise DevBrokerError(f"{data_dir} holds no secure cluster")
+    asyncio.run(create_acls(admin_settings(data_dir.resolve(), state), lattice_acls(namespace)))
 
 
 def stop(data_dir: Path, timeout_s: float = 60.0, progress: Callable[[str], None] = print) -> bool:

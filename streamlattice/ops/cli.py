@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -84,6 +85,12 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 @click.option("--bootstrap", envvar="STREAMLATTICE_BOOTSTRAP", help="Kafka bootstrap address [localhost:9092].")
 @click.option("--config", envvar="STREAMLATTICE_CONFIG", help="lattice.toml to use [./lattice.toml, else the repo's].")
 @click.option(
+    "--security-config",
+    envvar="STREAMLATTICE_SECURITY_CONFIG",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML [security] file of this client: TLS and SASL user (`broker start --secure` writes them) [none].",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -91,7 +98,9 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 )
 @click.version_option(package_name="streamlattice")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, config: str | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context, bootstrap: str | None, config: str | None, security_config: str | None, log_level: str
+) -> None:
     """streamlattice: power-aware ONNX inference on Apache Kafka.
 
     Start a dev broker, create the topics, run workers, publish load, read results:
@@ -103,6 +112,8 @@ def cli(ctx: click.Context, bootstrap: str | None, config: str | None, log_level
       streamlattice produce --task sensor --rate 200 --count 2000
       streamlattice results --task sensor --follow
     """
+    if security_config:  # through the environment, so workers `scale` starts inherit it too
+        os.environ["STREAMLATTICE_SECURITY_CONFIG"] = str(Path(security_config).resolve())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
     ctx.obj = State(bootstrap, config)
@@ -134,16 +145,38 @@ def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--nodes", type=click.IntRange(1, 3), default=1, show_default=True, help="1, or 3 for a replicated cluster."
 )
 @click.option("--heap-mb", type=int, help="JVM heap per node [512 for 1 node, 384 for 3].")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="TLS and SASL/SCRAM-SHA-512 with ACLs: a user per principal (admin, producer, worker, subscriber, "
+    "router), their credentials written to DATA_DIR/clients/ (first start only).",
+)
 @_data_dir_option
+@pass_state
 @errors_as_messages
-def broker_start(port: int | None, nodes: int, heap_mb: int | None, data_dir: Path) -> None:
+def broker_start(state: State, port: int | None, nodes: int, heap_mb: int | None, secure: bool, data_dir: Path) -> None:
     """Start the dev broker in the background; returns once it answers, printing its address."""
     from streamlattice.ops import broker as dev
 
     if nodes == 2:
         raise click.BadParameter("a KRaft quorum wants 1 or 3 nodes", param_hint="--nodes")
-    state = dev.start(data_dir, port=port, nodes=nodes, heap_mb=heap_mb, progress=lambda m: click.echo(m, err=True))
-    click.echo(state.bootstrap)
+    namespace = state.lattice.namespace if secure else None
+    cluster = dev.start(
+        data_dir,
+        port=port,
+        nodes=nodes,
+        heap_mb=heap_mb,
+        progress=lambda m: click.echo(m, err=True),
+        secure=secure,
+        namespace=namespace,
+    )
+    click.echo(cluster.bootstrap)
+    if cluster.secure:
+        click.echo(
+            f"secured (TLS, SCRAM-SHA-512, ACLs for namespace {namespace!r}); each client picks its user:", err=True
+        )
+        for principal in ("admin", "producer", "worker", "subscriber", "router"):
+            click.echo(f"  export STREAMLATTICE_SECURITY_CONFIG={dev.client_file(data_dir, principal)}", err=True)
 
 
 @broker.command("stop")
