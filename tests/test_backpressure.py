@@ -2,8 +2,8 @@
 
 The worker's model is made a known speed by a preprocess hook that sleeps per batch
 (tests/slow_hooks.py), so the flood can be several times its capacity while the machine's
-CPU stays with the publisher and the broker. `bench/backpressure.py` runs the same flood for
-minutes; here it lasts FLOOD_S.
+CPU stays with the publisher and the broker. In the suite the flood lasts 20 s; for a
+several-minute run: `SL_FLOOD_S=300 pytest tests/test_backpressure.py -s`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka]
 
-FLOOD_S = 20.0
+FLOOD_S = float(os.environ.get("SL_FLOOD_S", "20"))
 FLOOD_RATE = 4000.0  # events/s offered; the slow worker serves about 32 / 25 ms = 1,280/s
 
 
@@ -134,7 +134,7 @@ max_event_bytes = 8192
     return lattice
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(300 + 4 * FLOOD_S)
 def test_a_flood_beyond_capacity_keeps_worker_memory_bounded_and_the_lag_drains(
     kafka: str, slow_lattice: Lattice, workers: Callable[..., WorkerProcess]
 ) -> None:
@@ -147,7 +147,7 @@ def test_a_flood_beyond_capacity_keeps_worker_memory_bounded_and_the_lag_drains(
     try:
         published = asyncio.run(flood(kafka, slow_lattice, FLOOD_S, FLOOD_RATE))
         flood_end = samples.lag[-1][0]
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 120 + 3 * FLOOD_S
         while not samples.lag or samples.lag[-1][1] > 0 or samples.lag[-1][0] <= flood_end:
             assert w.alive(), f"the worker died under the flood:\n{w.text()[-3000:]}"
             assert time.monotonic() < deadline, f"lag did not drain: {samples.lag[-5:]}"
