@@ -139,8 +139,8 @@ class Worker:
         self.plans: PlanFollower | None = None
         self.assigned = AssignmentInfo(0, "sticky")
         self._rejoin_epoch = 0  # newest plan epoch a rebalance was asked for
-        self.exactly_once = exactly_once
-        self.transactions: PartitionTransactions | None = None
+        # exactly-once: the transactional producers of the partitions this node owns
+        self.transactions = PartitionTransactions(self.settings, lattice.group_id(task)) if exactly_once else None
         # Exactly-once: a partition whose transaction failed is read again from its last commit;
         # its epoch tells batches taken before that apart, and they are dropped unpublished.
         self._epochs: dict[TopicPartition, int] = {}
@@ -173,8 +173,6 @@ class Worker:
             await asyncio.wait_for(self.plans.caught_up.wait(), 5)
         # At-least-once: results, dead letters and heartbeats. Exactly-once: heartbeats only.
         producer = make_producer(self.settings, linger_ms=1)
-        if self.exactly_once:
-            self.transactions = PartitionTransactions(self.settings, lt.group_id(self.task.name))
         assignor = lattice_assignor(lt, self._member, self._plan_for_assignment, self._on_assigned)
         consumer = make_consumer(
             self.settings,

@@ -57,8 +57,6 @@ class PartitionTransactions:
         # The next offset this node committed per partition it kept since. The group's answer
         # can lag it: the broker acknowledges a commit before it writes the offsets' markers.
         self.next_offsets: dict[TopicPartition, int] = {}
-        self.committed = 0  # transactions committed
-        self.failed = 0  # transactions that failed and were redone from the last commit
 
     async def assign(
         self, partitions: Iterable[TopicPartition], on_opened: Callable[[list[TopicPartition]], None]
@@ -109,17 +107,14 @@ class PartitionTransactions:
                     await producer.send(topic, value, key=key, partition=partition, headers=headers)
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
         except ProducerFenced:
-            self.failed += 1
             await self._close([tp])
             raise PartitionLost(f"{tp.topic}[{tp.partition}] was taken over by another node", fenced=True) from None
         except (KafkaError, OSError):
-            self.failed += 1
             # Reopening fences this producer and aborts whatever it left open, and it waits
             # until the broker has resolved that transaction, so the committed offset is final.
             await self._close([tp])
             await self._open(tp)
             raise
-        self.committed += 1
         self.next_offsets[tp] = next_offset
 
     async def _open(self, tp: TopicPartition) -> None:
