@@ -44,10 +44,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         tr.write_line(f"{name:<34} {mode:<14} {events:>7} {lost:>5} {dups:>5} {recovery:>11.1f}")
 
 
-LATTICE_TOML = """
-[lattice]
-namespace = "{namespace}"
-
+# The layout every test lattice shares: three regions of four partitions and their latencies.
+REGIONS_TOML = """
 [regions.eu-west]
 partitions = 4
 carbon_intensity = 250.0
@@ -63,9 +61,12 @@ us-east = 40.0
 ap-south = 65.0
 [latency_ms.us-east]
 ap-south = 110.0
+"""
 
+TASKS_TOML = {
+    "sensor": """
 [tasks.sensor]
-model = "{models[sensor]}"
+model = "{model}"
 postprocess = "workers.sensor.model:postprocess"
 generator = "workers.sensor.signals:sample"
 input = "tensor"
@@ -74,9 +75,11 @@ shape = [3, 64]
 max_batch = {max_batch}
 max_wait_ms = 20
 max_event_bytes = 8192
-
+{hooks}
+""",
+    "vision": """
 [tasks.vision]
-model = "{models[vision]}"
+model = "{model}"
 postprocess = "workers.vision.model:postprocess"
 input = "tensor"
 dtype = "uint8"
@@ -84,9 +87,10 @@ shape = [32, 32]
 max_batch = 64
 max_wait_ms = 20
 max_event_bytes = 4096
-
+""",
+    "language": """
 [tasks.language]
-model = "{models[language]}"
+model = "{model}"
 preprocess = "workers.language.model:preprocess"
 postprocess = "workers.language.model:postprocess"
 input = "text"
@@ -95,7 +99,40 @@ max_batch = 16
 max_wait_ms = 20
 max_event_bytes = 16384
 labels = ["billing question", "service outage", "password reset", "hardware failure", "feature request"]
-"""
+""",
+}
+
+# [lattice] timings for tests of the lattice itself: heartbeats, plans and timeouts in seconds
+FAST_TIMINGS = """heartbeat_s = 1.0
+node_timeout_s = 5.0
+plan_interval_s = 1.0
+plan_refresh_s = 3.0"""
+
+
+def write_lattice(
+    settings: KafkaSettings,
+    folder: Path,
+    models: dict[str, Path],
+    tasks: Iterable[str] = ("sensor", "vision", "language"),
+    namespace: str | None = None,
+    max_batch: int = 256,
+    settings_toml: str = "",
+    sensor_hooks: str = "",
+) -> Lattice:
+    """A test lattice in a fresh namespace (unless given) with its topics created by `settings`.
+
+    `settings_toml` goes into [lattice] (and may open tables of its own after it, e.g.
+    [placement]); `sensor_hooks` into [tasks.sensor].
+    """
+    namespace = namespace or f"t{uuid.uuid4().hex[:10]}"
+    text = f'[lattice]\nnamespace = "{namespace}"\n{settings_toml}\n{REGIONS_TOML}'
+    for task in tasks:
+        text += TASKS_TOML[task].format(model=models[task], max_batch=max_batch, hooks=sensor_hooks)
+    path = folder / f"{namespace}-{uuid.uuid4().hex[:6]}.toml"
+    path.write_text(text)
+    lattice = load_lattice(path)
+    asyncio.run(ensure_topics(settings, lattice))
+    return lattice
 
 
 @pytest.fixture(scope="session")
@@ -127,12 +164,7 @@ def make_lattice(kafka: str, models: dict[str, Path], tmp_path: Path) -> Callabl
     """Write a lattice.toml with a fresh namespace (so tests never share topics) and create its topics."""
 
     def make(max_batch: int = 256) -> Lattice:
-        namespace = f"t{uuid.uuid4().hex[:10]}"
-        path = tmp_path / f"{namespace}.toml"
-        path.write_text(LATTICE_TOML.format(namespace=namespace, models=models, max_batch=max_batch))
-        lattice = load_lattice(path)
-        asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
-        return lattice
+        return write_lattice(KafkaSettings(bootstrap=kafka), tmp_path, models, max_batch=max_batch)
 
     return make
 
@@ -147,13 +179,21 @@ class WorkerProcess:
     """A `streamlattice worker` subprocess and its log."""
 
     def __init__(
-        self, bootstrap: str, lattice: Lattice, task: str, region: str, node_id: str, log: Path, args: list[str]
+        self,
+        bootstrap: str,
+        lattice: Lattice,
+        task: str,
+        region: str,
+        node_id: str,
+        log: Path,
+        args: list[str],
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         self.node_id = node_id
         cmd = [sys.executable, "-m", "streamlattice", "--bootstrap", bootstrap, "--config", str(lattice.source)]
         cmd += ["worker", "--task", task, "--region", region, "--node-id", node_id, *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def text(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from conftest import WorkerProcess
+from conftest import WorkerProcess, write_lattice
 
 from streamlattice.client import LatticeProducer
 from streamlattice.codec import codecs
@@ -108,30 +108,10 @@ async def count_results(bootstrap: str, lattice: Lattice) -> int:
 @pytest.fixture
 def slow_lattice(kafka: str, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lattice:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the worker imports slow_hooks
-    config = tmp_path / "lattice.toml"
-    config.write_text(f"""
-[lattice]
-namespace = "bp{os.getpid()}{time.monotonic_ns() % 100000}"
-[regions.eu-west]
-partitions = 4
-[regions.us-east]
-partitions = 4
-[regions.ap-south]
-partitions = 4
-[tasks.sensor]
-model = "{models["sensor"]}"
-preprocess = "slow_hooks:preprocess"
-postprocess = "workers.sensor.model:postprocess"
-input = "tensor"
-dtype = "float32"
-shape = [3, 64]
-max_batch = 32
-max_wait_ms = 20
-max_event_bytes = 8192
-""")
-    lattice = load_lattice(config)
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
-    return lattice
+    hooks = 'preprocess = "slow_hooks:preprocess"'
+    return write_lattice(
+        KafkaSettings(bootstrap=kafka), tmp_path, models, ("sensor",), max_batch=32, sensor_hooks=hooks
+    )
 
 
 @pytest.mark.timeout(300 + 4 * FLOOD_S)

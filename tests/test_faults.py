@@ -21,54 +21,23 @@ import subprocess
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import FAULT_TABLE, WorkerProcess, collect_results, outcome
+from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, outcome, write_lattice
 
 from streamlattice.client import LatticeProducer, Result, now_us
-from streamlattice.config import Lattice, load_lattice
+from streamlattice.config import Lattice
 from streamlattice.kafka import KafkaSettings, make_admin
 from streamlattice.ops import broker as dev
-from streamlattice.topics import ensure_topics
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(300)]
 
 MODES = {"at-least-once": (), "exactly-once": ("--exactly-once",)}
 RATE = 120.0  # events/s per lane
-
-LANE_TOML = """
-[lattice]
-namespace = "{namespace}"
-heartbeat_s = 1.0
-node_timeout_s = 5.0
-plan_interval_s = 1.0
-plan_refresh_s = 3.0
-[regions.eu-west]
-partitions = 4
-[regions.us-east]
-partitions = 4
-[regions.ap-south]
-partitions = 4
-[latency_ms.eu-west]
-us-east = 40.0
-ap-south = 65.0
-[latency_ms.us-east]
-ap-south = 110.0
-[tasks.sensor]
-model = "{model}"
-postprocess = "workers.sensor.model:postprocess"
-input = "tensor"
-dtype = "float32"
-shape = [3, 64]
-max_batch = 64
-max_wait_ms = 20
-max_event_bytes = 8192
-"""
 
 
 @dataclass
@@ -174,12 +143,10 @@ class Scenario:
 
     def lattice(self, model: Path, namespace: str | None = None) -> Lattice:
         """A lane's lattice (a fresh namespace unless given), topics created."""
-        namespace = namespace or f"f{uuid.uuid4().hex[:10]}"
-        path = self.tmp / f"{namespace}-{model.stem}.toml"
-        path.write_text(LANE_TOML.format(namespace=namespace, model=model))
-        lattice = load_lattice(path)
-        asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.kafka), lattice))
-        return lattice
+        settings = KafkaSettings(bootstrap=self.kafka)
+        return write_lattice(
+            settings, self.tmp, {"sensor": model}, ("sensor",), namespace, max_batch=64, settings_toml=FAST_TIMINGS
+        )
 
     def workers(self, n: int) -> None:
         """Start n workers per lane and wait until each holds partitions."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -16,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WorkerProcess, collect_results, outcome
+from conftest import FAST_TIMINGS, WorkerProcess, collect_results, outcome, write_lattice
 
 from streamlattice.client import LatticeProducer
-from streamlattice.config import Lattice, load_lattice
+from streamlattice.config import Lattice
 from streamlattice.groups import describe_group
 from streamlattice.kafka import KafkaSettings
-from streamlattice.topics import ensure_topics
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
@@ -67,42 +65,11 @@ def feed() -> Iterator[PowerFeed]:
 
 @pytest.fixture
 def fast_lattice(kafka: str, models: dict[str, Path], tmp_path: Path) -> Lattice:
-    """A lattice whose heartbeats, plans and timeouts run in seconds."""
-    ns = f"live{os.getpid()}{time.monotonic_ns() % 100000}"
-    config = tmp_path / "lattice.toml"
-    config.write_text(f"""
-[lattice]
-namespace = "{ns}"
-heartbeat_s = 1.0
-node_timeout_s = 5.0
-plan_interval_s = 1.0
-plan_refresh_s = 3.0
-[placement]
-max_moves = 12
-[regions.eu-west]
-partitions = 4
-[regions.us-east]
-partitions = 4
-[regions.ap-south]
-partitions = 4
-[latency_ms.eu-west]
-us-east = 40.0
-ap-south = 65.0
-[latency_ms.us-east]
-ap-south = 110.0
-[tasks.sensor]
-model = "{models["sensor"]}"
-postprocess = "workers.sensor.model:postprocess"
-input = "tensor"
-dtype = "float32"
-shape = [3, 64]
-max_batch = 64
-max_wait_ms = 20
-max_event_bytes = 8192
-""")
-    lattice = load_lattice(config)
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap=kafka), lattice))
-    return lattice
+    """A sensor lattice whose heartbeats, plans and timeouts run in seconds."""
+    timings = f"{FAST_TIMINGS}\n[placement]\nmax_moves = 12"
+    return write_lattice(
+        KafkaSettings(bootstrap=kafka), tmp_path, models, ("sensor",), max_batch=64, settings_toml=timings
+    )
 
 
 @pytest.fixture

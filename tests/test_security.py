@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +18,15 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
-from conftest import LATTICE_TOML, REPO, WorkerProcess
+from conftest import REPO, WorkerProcess, write_lattice
 
 from streamlattice.client import LatticeProducer, ResultSubscriber
-from streamlattice.config import Lattice, load_lattice
+from streamlattice.config import Lattice
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, NotAuthorized
 from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.ops import broker as dev
 from streamlattice.security import Security
-from streamlattice.topics import ensure_topics, require_topics
+from streamlattice.topics import require_topics
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -54,12 +53,8 @@ def as_(secure: tuple[Path, str], principal: str) -> KafkaSettings:
 @pytest.fixture(scope="module")
 def lattice(secure: tuple[Path, str], models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Lattice:
     """A lattice on the secure cluster: topics made by the admin, each principal granted its rights."""
-    namespace = f"s{uuid.uuid4().hex[:8]}"
-    path = tmp_path_factory.mktemp("lattice") / "lattice.toml"
-    path.write_text(LATTICE_TOML.format(namespace=namespace, models=models, max_batch=64))
-    lattice = load_lattice(path)
-    asyncio.run(ensure_topics(as_(secure, "admin"), lattice))
-    dev.grant_lattice(secure[0], namespace)
+    lattice = write_lattice(as_(secure, "admin"), tmp_path_factory.mktemp("lattice"), models, max_batch=64)
+    dev.grant_lattice(secure[0], lattice.namespace)
     return lattice
 
 
@@ -67,18 +62,10 @@ def test_a_producer_publishes_events_a_worker_answers_and_a_subscriber_reads_res
     secure: tuple[Path, str], lattice: Lattice, tmp_path: Path
 ) -> None:
     data_dir, bootstrap = secure
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "STREAMLATTICE_SECURITY_CONFIG": str(dev.client_file(data_dir, "worker")),
-    }
     log = tmp_path / "worker.log"
-    cmd = [sys.executable, "-m", "streamlattice", "--bootstrap", bootstrap, "--config", str(lattice.source)]
-    cmd += ["worker", "--task", "sensor", "--region", "eu-west", "--node-id", "secure-worker", "--exactly-once"]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    env = {"STREAMLATTICE_SECURITY_CONFIG": str(dev.client_file(data_dir, "worker"))}
+    w = WorkerProcess(bootstrap, lattice, "sensor", "eu-west", "secure-worker", log, ["--exactly-once"], env)
     try:
-        w = WorkerProcess.__new__(WorkerProcess)
-        w.log, w.node_id, w.proc = log, "secure-worker", proc
         w.wait_assigned()
         windows = signals.generate(300, seed=9)
 
@@ -93,8 +80,7 @@ def test_a_producer_publishes_events_a_worker_answers_and_a_subscriber_reads_res
         results = asyncio.run(collect_subscribed(as_(secure, "subscriber"), lattice, set(sent)))
         assert set(sent) <= results, f"{len(set(sent) - results)} events unanswered:\n{log.read_text()[-3000:]}"
     finally:
-        proc.terminate()
-        proc.wait(30)
+        w.terminate()
     text = log.read_text()
     for principal in ("worker", "admin"):
         password = dev.client_security(data_dir, principal).password
