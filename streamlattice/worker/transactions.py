@@ -54,8 +54,8 @@ class PartitionTransactions:
         self.group_id = group_id
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._opening: dict[TopicPartition, asyncio.Future[None]] = {}
-        # The next offset this node committed per partition it kept since. The group's answer
-        # can lag it: the broker acknowledges a commit before it writes the offsets' markers.
+        # The next offset this node committed, per partition it has owned since. The group's
+        # answer can lag it: the broker acknowledges a commit before it writes the offsets' markers.
         self.next_offsets: dict[TopicPartition, int] = {}
 
     async def assign(
@@ -73,7 +73,10 @@ class PartitionTransactions:
         for tp in wanted:
             self._opening[tp] = gate
         try:
-            await self._close([tp for tp in self._producers if tp not in wanted])
+            gone = [tp for tp in self._producers if tp not in wanted]
+            for tp in gone:
+                self.next_offsets.pop(tp, None)
+            await self._close(gone)
             await asyncio.gather(*(self._open(tp) for tp in new))
             on_opened(wanted)
         finally:
@@ -107,6 +110,7 @@ class PartitionTransactions:
                     await producer.send(topic, value, key=key, partition=partition, headers=headers)
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
         except ProducerFenced:
+            self.next_offsets.pop(tp, None)
             await self._close([tp])
             raise PartitionLost(f"{tp.topic}[{tp.partition}] was taken over by another node", fenced=True) from None
         except (KafkaError, OSError):
@@ -133,7 +137,6 @@ class PartitionTransactions:
 
     async def _close(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self.next_offsets.pop(tp, None)
             producer = self._producers.pop(tp, None)
             if producer is not None:
                 with contextlib.suppress(KafkaError, OSError):
