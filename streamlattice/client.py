@@ -41,6 +41,40 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def encode_event(
+    lattice: Lattice, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
+) -> tuple[str, int, bytes]:
+    """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task."""
+    spec = lattice.task(task)
+    reg = lattice.region(region)
+    event_id = uuid.uuid4().hex
+    record: Record = {
+        "event_id": event_id,
+        "event_time_us": event_time_us or now_us(),
+        "region": region,
+        "task": task,
+        "source_id": source_id,
+        "tensor": None,
+        "text": None,
+    }
+    if isinstance(payload, str):
+        if spec.input != "text":
+            raise InvalidEvent("shape", f"task {task!r} takes a {spec.dtype} tensor, not text")
+        if not payload.strip():
+            raise InvalidEvent("empty", f"task {task!r} got empty text")
+        record["text"] = payload
+    else:
+        if spec.input != "tensor":
+            raise InvalidEvent("shape", f"task {task!r} takes text, not a tensor")
+        array = np.asarray(payload)
+        check_size(spec, array.nbytes)  # before the shape: a huge array is refused as what it is
+        check_tensor_header(spec, array.dtype.name, array.shape)
+        record["tensor"] = tensor_record(array)
+    value = codecs().event.encode(record)
+    check_size(spec, len(value))
+    return event_id, partition_for(reg, source_id.encode()), value
+
+
 class _AsyncService:
     """`async with` support for classes with `start` and `stop`."""
 
@@ -81,7 +115,6 @@ class LatticeProducer(_AsyncService):
         self.lattice = lattice or load_lattice()
         self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-producer")
         self._producer: AIOKafkaProducer = make_producer(self.settings, **producer_options)
-        self._codec = codecs().event
         self._checked_topics: set[str] = set()
         self.max_pending = max_pending
         self.pending_timeout_s = pending_timeout_s
@@ -100,34 +133,7 @@ class LatticeProducer(_AsyncService):
         self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
     ) -> tuple[str, int, bytes]:
         """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task."""
-        spec = self.lattice.task(task)
-        reg = self.lattice.region(region)
-        event_id = uuid.uuid4().hex
-        record: Record = {
-            "event_id": event_id,
-            "event_time_us": event_time_us or now_us(),
-            "region": region,
-            "task": task,
-            "source_id": source_id,
-            "tensor": None,
-            "text": None,
-        }
-        if isinstance(payload, str):
-            if spec.input != "text":
-                raise InvalidEvent("shape", f"task {task!r} takes a {spec.dtype} tensor, not text")
-            if not payload.strip():
-                raise InvalidEvent("empty", f"task {task!r} got empty text")
-            record["text"] = payload
-        else:
-            if spec.input != "tensor":
-                raise InvalidEvent("shape", f"task {task!r} takes text, not a tensor")
-            array = np.asarray(payload)
-            check_size(spec, array.nbytes)  # before the shape: a huge array is refused as what it is
-            check_tensor_header(spec, array.dtype.name, array.shape)
-            record["tensor"] = tensor_record(array)
-        value = self._codec.encode(record)
-        check_size(spec, len(value))
-        return event_id, partition_for(reg, source_id.encode()), value
+        return encode_event(self.lattice, task, region, source_id, payload, event_time_us)
 
     async def submit(
         self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None

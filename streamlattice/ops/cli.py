@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from streamlattice.config import Lattice, bootstrap_from_env, load_lattice
+from streamlattice.bench import CONTENDERS
+from streamlattice.config import REPO_ROOT, Lattice, bootstrap_from_env, load_lattice
 from streamlattice.errors import BrokerUnavailable, StreamLatticeError
 from streamlattice.kafka import KafkaSettings
 from streamlattice.topics import require_topics
@@ -541,6 +542,75 @@ def simulate(
     click.echo(json.dumps(summary) if as_json else table(summary))
     if not as_json:
         click.echo(f"picture: {png}", err=True)
+
+
+# ---- bench ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="One repeat, shorter runs, latency at 50% load only (a few minutes).")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=REPO_ROOT / "bench" / "results.json",
+    show_default="bench/results.json",
+    help="The JSON results; RESULTS.md and results.png are written beside it.",
+)
+@click.option("--tasks", default="sensor,vision", show_default=True, help="Comma-separated tasks to measure.")
+@click.option(
+    "--contenders",
+    default=",".join(CONTENDERS),
+    show_default=True,
+    help="Comma-separated contenders to measure.",
+)
+@click.option("--repeats", type=click.IntRange(min=1), help="Repeats per contender [3; --quick: 1].")
+@click.option("--use-broker", metavar="HOST:PORT", help="Measure on this broker instead of starting one for the run.")
+@click.option("--no-pin", is_flag=True, help="Do not pin the contender to a core of its own.")
+@click.option(
+    "--profile",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Record each contender's throughput window with py-spy into this folder (speedscope JSON).",
+)
+@pass_state
+@errors_as_messages
+def bench(
+    state: State,
+    quick: bool,
+    output: Path,
+    tasks: str,
+    contenders: str,
+    repeats: int | None,
+    use_broker: str | None,
+    no_pin: bool,
+    profile: Path | None,
+) -> None:
+    """Measure streamlattice next to ONNX Runtime alone, aiokafka alone, a naive aiokafka loop, a
+    faust agent and a Quix Streams app on the same events: throughput, CPU per 1,000 events, peak
+    RSS and p50/p99 latency at 25/50/75% of each one's maximum. Needs the bench extra
+    (`pip install -e '.[bench]'`; `./dev bench` installs it)."""
+    import json
+
+    from streamlattice.bench import harness, report
+
+    names = [c.strip() for c in contenders.split(",") if c.strip()]
+    unknown = set(names) - set(CONTENDERS)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown {sorted(unknown)}; choose from {', '.join(CONTENDERS)}", param_hint="--contenders"
+        )
+    plan = harness.Plan.quick() if quick else harness.Plan.full()
+    if repeats:
+        plan = dataclasses.replace(plan, repeats=repeats)
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    for t in task_names:
+        state.lattice.task(t)
+    results = harness.run(plan, task_names, names, use_broker, not no_pin, state.lattice.source, profile=profile)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    (output.parent / "RESULTS.md").write_text(report.markdown(results))
+    report.draw(results, output.parent / "results.png")
+    click.echo(report.markdown(results))
+    click.echo(f"wrote {output}, RESULTS.md and results.png beside it", err=True)
 
 
 # ---- produce --------------------------------------------------------------------------------

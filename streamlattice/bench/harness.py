@@ -1,0 +1,566 @@
+"""`streamlattice bench`: each contender in turn on the same events, one broker, medians of repeats.
+
+For each task and contender, two runs, each in topics of a fresh namespace:
+
+- throughput: the same pre-published backlog of events; the contender starts, and from its
+  first result on the harness counts results for a time box (or until the backlog is done).
+  Events/s and CPU seconds per 1,000 events come from that window; startup is not in it.
+- latency: a fresh contender warms up, then takes events at 25%, 50% and 75% of its own
+  measured maximum, each stamped with the time it was due to be sent (an open-loop load, so
+  a slow contender cannot slow its own load down); latency is the harness receiving the
+  result minus that time.
+
+Peak RSS is the contender's high-water mark over both runs. With pinning (the default on a
+machine of two or more cores), the contender runs alone on the last core and the broker and
+the harness share the others, so no contender is slowed by the load generator.
+
+The harness publishes and reads with confluent-kafka (librdkafka, C): a Python load
+generator would take CPU that the contender under test should have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamlattice.bench import CONTENDERS
+from streamlattice.client import encode_event
+from streamlattice.codec import codecs
+from streamlattice.config import REPO_ROOT, Lattice, load_lattice
+from streamlattice.errors import StreamLatticeError
+from streamlattice.kafka import KafkaSettings, make_admin, start_client
+from streamlattice.models import build_model, load_model
+from streamlattice.ops import broker as dev
+from streamlattice.ops.loadgen import sample_payloads
+from streamlattice.tasks import TaskRuntime
+from streamlattice.topics import ensure_topics
+
+LOADS = (0.25, 0.5, 0.75)
+
+
+class BenchError(StreamLatticeError):
+    """A contender could not be measured."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how much: the quick plan fits in a few minutes, the full one is repeated."""
+
+    repeats: int
+    backlog: dict[str, int]  # events pre-published for the throughput run, per task
+    window_s: float  # the throughput run's time box
+    load_s: float  # each latency step
+    loads: tuple[float, ...] = LOADS
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(repeats=1, backlog={"sensor": 60_000, "vision": 40_000}, window_s=4.0, load_s=3.0, loads=(0.5,))
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(repeats=3, backlog={"sensor": 150_000, "vision": 100_000}, window_s=8.0, load_s=6.0)
+
+
+@dataclass
+class Measurement:
+    """One contender on one task in one repeat."""
+
+    throughput_eps: float
+    cpu_s_per_1k: float
+    rss_mb: float
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)  # load fraction -> rate, p50, p99
+    wrong: int = 0  # results whose label or score differs from the model's on the same event
+    duplicates: int = 0
+
+
+# ---- the harness's own Kafka I/O (confluent-kafka) ---------------------------------------------
+
+
+def _confluent(bootstrap: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "client.id": "sl-bench"}
+
+
+@dataclass(frozen=True)
+class Row:
+    received_s: float
+    event_time_us: int
+    label: str | None
+    score: float | None
+
+
+class Reader(threading.Thread):
+    """Reads a results topic from its beginning, keeping the first row per event id."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, decode: Callable[[bytes], dict[str, Any]]):
+        super().__init__(daemon=True, name=f"read-{topic}")
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self._consumer = Consumer(
+            {
+                **_confluent(bootstrap),
+                "group.id": f"sl-bench-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self._decode = decode
+        self.rows: dict[str, Row] = {}
+        self.duplicates = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                # consume() waits out its timeout unless num_messages came: keep the wait short
+                messages = self._consumer.consume(num_messages=5000, timeout=0.002)
+                received = time.time()
+                for m in messages:
+                    if m.error() is not None:
+                        continue
+                    rec = self._decode(m.value())
+                    if rec["event_id"] in self.rows:
+                        self.duplicates += 1
+                        continue
+                    self.rows[rec["event_id"]] = Row(received, rec["event_time_us"], rec.get("label"), rec.get("score"))
+        finally:
+            self._consumer.close()
+
+    def has_all(self, events: Sequence[Encoded]) -> bool:
+        return all(e.event_id in self.rows for e in events)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(30)
+
+
+class Sender:
+    """Publishes encoded events, all at once or each at its due time (open loop)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({**_confluent(bootstrap), "acks": "all", "linger.ms": 1, "enable.idempotence": True})
+
+    def send(self, topic: str, events: Sequence[Encoded], due_s: Sequence[float] | None = None) -> None:
+        produce, poll = self._producer.produce, self._producer.poll
+        i, n = 0, len(events)
+        while i < n:
+            limit = n if due_s is None else bisect.bisect_right(due_s, time.time(), lo=i)
+            while i < limit:
+                e = events[i]
+                try:
+                    produce(topic, e.value, e.key, e.partition)
+                except BufferError:
+                    poll(0.05)
+                    continue
+                i += 1
+            poll(0)
+            if due_s is not None and i < n:
+                time.sleep(0.0005)
+        self._producer.flush(60)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    event_id: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
+def encode_events(
+    lattice: Lattice, task: str, payloads: np.ndarray, times_us: Sequence[int] | None = None
+) -> list[Encoded]:
+    """Events of `payloads` round-robin over the regions, stamped with `times_us` if given."""
+    regions = [r.name for r in lattice.regions]
+    out = []
+    for i in range(len(payloads)):
+        source = f"bench-{i % 64}"
+        t = None if times_us is None else times_us[i]
+        event_id, partition, value = encode_event(lattice, task, regions[i % len(regions)], source, payloads[i], t)
+        out.append(Encoded(event_id, partition, source.encode(), value))
+    return out
+
+
+# ---- contender processes ----------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of `pid` onto `cores`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+
+
+class Contender:
+    """One contender process, pinned, with its log in the work dir."""
+
+    def __init__(self, name: str, lattice: Lattice, task: str, bootstrap: str, workdir: Path, cores: set[int] | None):
+        assert lattice.source is not None
+        if name == "streamlattice":
+            cmd = [sys.executable, "-m", "streamlattice", "--bootstrap", bootstrap, "--config", str(lattice.source)]
+            cmd += ["--log-level", "WARNING", "worker", "--task", task, "--region", lattice.regions[0].name]
+            cmd += ["--node-id", "bench"]
+        else:
+            cmd = [sys.executable, "-m", "streamlattice.bench.contenders", name, "--config", str(lattice.source)]
+            cmd += ["--task", task, "--bootstrap", bootstrap]
+        self.name = name
+        self.log = workdir / f"{name}-{task}-{uuid.uuid4().hex[:6]}.log"
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        if cores:
+            pin(self.proc.pid, cores)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+            raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self.proc.pid)
+
+    def peak_rss_mb(self) -> float:
+        return _peak_rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# ---- one task ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskBench:
+    """The fixed parts of one task's runs: its events, the model's answers to them."""
+
+    name: str
+    base: Lattice
+    bootstrap: str
+    workdir: Path
+    plan: Plan
+    cores: set[int] | None
+    backlog: list[Encoded]
+    reference: dict[str, tuple[str | None, float | None]]  # event id -> label, score
+    pool: np.ndarray  # payloads the latency runs draw from
+    progress: Callable[[str], None]
+    profile: Path | None = None  # py-spy profiles of each throughput window go here
+
+    def lattice(self) -> Lattice:
+        """The base layout in a fresh namespace, written to the work dir, with its topics created."""
+        namespace = f"b{uuid.uuid4().hex[:8]}"
+        assert self.base.source is not None
+        text = self.base.source.read_text()
+        text = text.replace(f'namespace = "{self.base.namespace}"', f'namespace = "{namespace}"')
+        text = text.replace('model = "models/', f'model = "{self.base.source.parent}/models/')
+        path = self.workdir / f"{namespace}.toml"
+        path.write_text(text)
+        lattice = load_lattice(path)
+        lattice = dataclasses.replace(lattice, tasks={self.name: lattice.task(self.name)})
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.bootstrap), lattice))
+        return lattice
+
+    def reader(self, name: str, lattice: Lattice) -> Reader:
+        decode = codecs().event.decode if name == "transport_limit" else codecs().result.decode
+        r = Reader(self.bootstrap, lattice.results_topic(self.name), lattice.total_partitions, decode)
+        r.start()
+        return r
+
+    def measure(self, name: str, previous: Measurement | None) -> Measurement:
+        if name == "compute_limit":
+            return self._compute_limit()
+        lattice = self.lattice()
+        m = self._throughput(name, lattice, previous)
+        asyncio.run(_delete_namespace(self.bootstrap, lattice))
+        lattice = self.lattice()
+        m.latency, rss = self._latency(name, lattice, m.throughput_eps)
+        asyncio.run(_delete_namespace(self.bootstrap, lattice))
+        m.rss_mb = max(m.rss_mb, rss)
+        return m
+
+    def _compute_limit(self) -> Measurement:
+        assert self.base.source is not None
+        cmd = [sys.executable, "-m", "streamlattice.bench.contenders", "compute_limit"]
+        cmd += ["--config", str(self.base.source), "--task", self.name]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self.cores:
+            pin(proc.pid, self.cores)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise BenchError(f"compute_limit failed: {err[-2000:]}")
+        r = json.loads(out.strip().splitlines()[-1])
+        lat = {"batch": {"batch": r["best_batch"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}}
+        return Measurement(r["throughput_eps"], r["cpu_s_per_1k"], r["rss_mb"], lat)
+
+    def _throughput(self, name: str, lattice: Lattice, previous: Measurement | None) -> Measurement:
+        backlog = self.backlog
+        if previous is not None:  # enough for the time box at the rate seen before, with room
+            backlog = backlog[: max(2000, int(previous.throughput_eps * self.plan.window_s * 1.5))]
+        Sender(self.bootstrap).send(lattice.events_topic(self.name), backlog)
+        reader = self.reader(name, lattice)
+        contender = Contender(name, lattice, self.name, self.bootstrap, self.workdir, self.cores)
+        try:
+            _wait(lambda: len(reader.rows) > 0, 180, contender, f"{name}'s first result")
+            spy = self._spy(contender) if self.profile else None
+            started, cpu0, n0 = time.monotonic(), contender.cpu_s(), len(reader.rows)
+            deadline = started + self.plan.window_s
+            while len(reader.rows) < len(backlog) and time.monotonic() < deadline:
+                contender.check()
+                time.sleep(0.02)
+            elapsed, cpu, n = time.monotonic() - started, contender.cpu_s() - cpu0, len(reader.rows) - n0
+            rss = contender.peak_rss_mb()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait(30)
+        finally:
+            contender.stop()
+            reader.stop()
+        wrong = self._wrong(reader.rows) if name != "transport_limit" else 0
+        return Measurement(n / elapsed, cpu / max(n, 1) * 1000, rss, wrong=wrong, duplicates=reader.duplicates)
+
+    def _spy(self, contender: Contender) -> subprocess.Popen[bytes]:
+        """py-spy sampling the contender into a flame graph for speedscope."""
+        assert self.profile is not None
+        self.profile.mkdir(parents=True, exist_ok=True)
+        out = self.profile / f"{contender.name}-{self.name}.speedscope.json"
+        exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if exe is None:
+            raise BenchError("--profile needs py-spy: pip install py-spy (the bench extra has it)")
+        cmd = [exe, "record", "--pid", str(contender.proc.pid), "--rate", "200"]
+        cmd += ["--format", "speedscope", "--output", str(out)]
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        return spy
+
+    def _wrong(self, rows: dict[str, Row]) -> int:
+        wrong = 0
+        for event_id, row in rows.items():
+            label, score = self.reference[event_id]
+            if row.label != label or (score is not None and abs((row.score or 0.0) - score) > 1e-3 * max(1, score)):
+                wrong += 1
+        return wrong
+
+    def _latency(self, name: str, lattice: Lattice, max_eps: float) -> tuple[dict[str, dict[str, float]], float]:
+        topic = lattice.events_topic(self.name)
+        sender = Sender(self.bootstrap)
+        reader = self.reader(name, lattice)
+        contender = Contender(name, lattice, self.name, self.bootstrap, self.workdir, self.cores)
+        out: dict[str, dict[str, float]] = {}
+        try:
+            # warm up (and wait for the group to form) at the lowest load
+            warm = self._scheduled(lattice, max_eps * self.plan.loads[0], 1.0)
+            sender.send(topic, warm[0], warm[1])
+            _wait(functools.partial(reader.has_all, warm[0]), 180, contender, f"{name}'s warm-up")
+            for load in self.plan.loads:
+                rate = max_eps * load
+                events, due = self._scheduled(lattice, rate, self.plan.load_s)
+                sender.send(topic, events, due)
+                with contextlib.suppress(BenchError):  # what did not come back within the time is counted
+                    _wait(functools.partial(reader.has_all, events), 30, contender, "latency step")
+                rows = [reader.rows[e.event_id] for e in events if e.event_id in reader.rows]
+                lat = np.array([r.received_s * 1000 - r.event_time_us / 1000 for r in rows])
+                out[str(load)] = {
+                    "rate_eps": round(rate, 1),
+                    "sent": len(events),
+                    "answered": len(rows),
+                    "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+                    "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+                }
+                self.progress(
+                    f"  {name:>15} {self.name}: {rate:9.0f}/s -> p50 {out[str(load)]['p50_ms']:7.1f} ms, "
+                    f"p99 {out[str(load)]['p99_ms']:7.1f} ms ({len(rows)}/{len(events)} answered)"
+                )
+            rss = contender.peak_rss_mb()
+        finally:
+            contender.stop()
+            reader.stop()
+        return out, rss
+
+    def _scheduled(self, lattice: Lattice, rate: float, seconds: float) -> tuple[list[Encoded], list[float]]:
+        n = max(int(rate * seconds), 10)
+        start = time.time() + 0.2 + n * 25e-6  # after encoding them
+        due = [start + i / rate for i in range(n)]
+        payloads = self.pool[np.arange(n) % len(self.pool)]
+        events = encode_events(lattice, self.name, payloads, [int(d * 1e6) for d in due])
+        return events, due
+
+
+def _wait(done: Callable[[], bool], timeout_s: float, contender: Contender, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        contender.check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"no {what} within {timeout_s:g}s (log: {contender.log})")
+        time.sleep(0.02)
+
+
+async def _delete_namespace(bootstrap: str, lattice: Lattice) -> None:
+    """Drop a run's topics, so a long benchmark does not fill the broker's disk."""
+    settings = KafkaSettings(bootstrap=bootstrap)
+    admin = make_admin(settings)
+    await start_client(admin, settings)
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(f"{lattice.namespace}.")]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+
+
+# ---- the whole run -------------------------------------------------------------------------------
+
+
+def prepare_task(
+    name: str, base: Lattice, plan: Plan, progress: Callable[[str], None]
+) -> tuple[list[Encoded], dict[str, tuple[str | None, float | None]], np.ndarray]:
+    """The task's backlog events and the model's answers to them."""
+    spec = base.task(name)
+    build_model(spec)
+    n = plan.backlog[name]
+    progress(f"{name}: encoding {n} events and the model's answers to them")
+    payloads, _ = sample_payloads(spec, n, seed=1)
+    backlog = encode_events(base, name, payloads)
+    runtime = TaskRuntime(spec, load_model(spec))
+    reference: dict[str, tuple[str | None, float | None]] = {}
+    for start in range(0, n, 1024):
+        inferred = runtime.run(payloads[start : start + 1024])
+        labels, scores = inferred.annotations.labels, inferred.annotations.scores
+        for i, e in enumerate(backlog[start : start + 1024]):
+            reference[e.event_id] = (
+                None if labels is None else labels[i],
+                None if scores is None else float(scores[i]),
+            )
+    return backlog, reference, payloads[:4096]
+
+
+def summarise(runs: list[Measurement]) -> dict[str, Any]:
+    """Medians over repeats."""
+    med = statistics.median
+    out: dict[str, Any] = {
+        "throughput_eps": round(med(r.throughput_eps for r in runs), 1),
+        "cpu_s_per_1k": round(med(r.cpu_s_per_1k for r in runs), 4),
+        "rss_mb": round(max(r.rss_mb for r in runs), 1),
+        "wrong": sum(r.wrong for r in runs),
+        "duplicates": sum(r.duplicates for r in runs),
+        "repeats": [round(r.throughput_eps, 1) for r in runs],
+    }
+    latency: dict[str, dict[str, float]] = {}
+    for load in runs[0].latency:
+        steps = [r.latency[load] for r in runs if load in r.latency]
+        latency[load] = {k: round(med(s[k] for s in steps), 2) for k in steps[0]}
+    out["latency"] = latency
+    at_half = latency.get("0.5") or latency.get("batch") or {}
+    out["p50_ms"] = at_half.get("p50_ms")
+    out["p99_ms"] = at_half.get("p99_ms")
+    return out
+
+
+def default_cores() -> tuple[set[int], set[int]] | None:
+    """(contender cores, broker and harness cores), or None on a single core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return {cores[-1]}, set(cores[:-1])
+
+
+def run(
+    plan: Plan,
+    tasks: Sequence[str],
+    contenders: Sequence[str] = CONTENDERS,
+    bootstrap: str | None = None,
+    pinning: bool = True,
+    config: Path | None = None,
+    progress: Callable[[str], None] = print,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; returns the results object (see `write`)."""
+    base = load_lattice(config or REPO_ROOT / "lattice.toml")
+    split = default_cores() if pinning else None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sl-bench-") as tmp:
+        workdir = Path(tmp)
+        state = None
+        if bootstrap is None:
+            progress("starting a dev broker for the run")
+            state = dev.start(workdir / "broker", port=dev.free_port(), progress=lambda _: None)
+            bootstrap = state.bootstrap
+        try:
+            if split:
+                for node in state.nodes if state else []:
+                    if node.pid:
+                        pin(node.pid, split[1])
+                pin(os.getpid(), split[1])
+            results: dict[str, Any] = {}
+            for task in tasks:
+                backlog, reference, pool = prepare_task(task, base, plan, progress)
+                cores = split[0] if split else None
+                bench = TaskBench(
+                    task, base, bootstrap, workdir, plan, cores, backlog, reference, pool, progress, profile
+                )
+                runs: dict[str, list[Measurement]] = {c: [] for c in contenders}
+                for repeat in range(plan.repeats):
+                    order = contenders if repeat % 2 == 0 else list(reversed(contenders))
+                    for name in order:
+                        m = bench.measure(name, runs[name][-1] if runs[name] else None)
+                        runs[name].append(m)
+                        progress(
+                            f"{task} #{repeat + 1} {name:>15}: {m.throughput_eps:9.0f} events/s, "
+                            f"{m.cpu_s_per_1k:.3f} CPU s/1k, {m.rss_mb:.0f} MB"
+                            + (f", {m.wrong} WRONG" if m.wrong else "")
+                        )
+                results[task] = {name: summarise(r) for name, r in runs.items()}
+        finally:
+            if state is not None:
+                dev.stop(workdir / "broker", progress=lambda _: None)
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "plan": dataclasses.asdict(plan),
+        "pinning": f"contender on cores {sorted(split[0])}, broker and harness on {sorted(split[1])}"
+        if split
+        else "none",
+        "seconds": round(time.monotonic() - started),
+        # the sensor model's figures: the one the targets speak of; every task's under `tasks`
+        "contenders": results.get("sensor") or next(iter(results.values())),
+        "tasks": {t: {"contenders": r} for t, r in results.items()},
+    }
