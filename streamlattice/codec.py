@@ -109,6 +109,22 @@ def tensor_record(array: np.ndarray) -> Record:
     return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
 
 
+def tensor_rows(batch: np.ndarray) -> list[Record]:
+    """The Tensor record of each row of `batch` ([n, ...]), as `tensor_record(batch[i])` makes it.
+
+    One conversion for the whole batch and a bytes slice per row: per-row numpy calls cost
+    more than the rest of a small model's result.
+    """
+    a = np.asarray(batch, order="C")
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    if len(a) == 0:
+        return []
+    name, shape, raw = a.dtype.name, list(a.shape[1:]), a.tobytes()
+    step = len(raw) // len(a)
+    return [{"dtype": name, "shape": shape, "data": raw[i : i + step]} for i in range(0, len(raw), step)]
+
+
 def tensor_view(record: Record) -> np.ndarray:
     """A read-only numpy view of a Tensor record's bytes: no copy."""
     dtype = np.dtype(record["dtype"]).newbyteorder("<")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -77,10 +78,15 @@ class Task:
     labels: tuple[str, ...] = ()  # candidate labels, for tasks whose hooks tag by similarity
     options: dict[str, Any] = field(default_factory=dict)  # anything else the task's hooks read
 
-    @property
+    @functools.cached_property
     def np_dtype(self) -> np.dtype[Any]:
         """The numpy dtype events of this task must carry."""
         return np.dtype(self.dtype)
+
+    @functools.cached_property
+    def tensor_nbytes(self) -> int:
+        """Bytes of one event's tensor (checked for every event: computed once)."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.np_dtype.itemsize
 
 
 @dataclass(frozen=True)

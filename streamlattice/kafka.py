@@ -24,6 +24,9 @@ from streamlattice.config import bootstrap_from_env
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
 from streamlattice.security import ALLOW, CONFIG_ENV, Acl, Security
 
+# (topic, value, key, partition, headers): one record on its way out
+Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]
+
 
 @dataclass(frozen=True)
 class KafkaSettings:
@@ -64,6 +67,28 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer
     }
     kwargs.update(overrides)
     return AIOKafkaProducer(**settings.common(), **kwargs)
+
+
+async def send_batches(producer: AIOKafkaProducer, messages: Iterable[Message]) -> list[asyncio.Future[Any]]:
+    """Hand `messages` to the producer as one record batch per topic partition (more if one fills).
+
+    Returns a delivery future per batch, not per record: `send` costs a coroutine, a future and
+    an accumulator lookup for every record, a fifth of a worker's time on a small model.
+    """
+    by_partition: dict[tuple[str, int], list[Message]] = {}
+    for message in messages:
+        by_partition.setdefault((message[0], message[3]), []).append(message)
+    deliveries: list[asyncio.Future[Any]] = []
+    for (topic, partition), records in by_partition.items():
+        batch = producer.create_batch()
+        for _, value, key, _, headers in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    return deliveries
 
 
 def make_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:

@@ -41,10 +41,8 @@ def check_tensor_header(task: Task, dtype: str, shape: Sequence[int], nbytes: in
         raise InvalidEvent("dtype", f"dtype {dtype} where task {task.name!r} takes {task.dtype}")
     if tuple(shape) != task.shape:
         raise InvalidEvent("shape", f"shape {list(shape)} where task {task.name!r} takes {list(task.shape)}")
-    if nbytes is not None:
-        expected = int(np.prod(task.shape, dtype=np.int64)) * task.np_dtype.itemsize
-        if nbytes != expected:
-            raise InvalidEvent("shape", f"{nbytes} data bytes where shape {list(shape)} {dtype} needs {expected}")
+    if nbytes is not None and nbytes != task.tensor_nbytes:
+        raise InvalidEvent("shape", f"{nbytes} data bytes where shape {list(shape)} {dtype} needs {task.tensor_nbytes}")
 
 
 def non_finite_rows(batch: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ VERBS = [
     ["produce"],
     ["results"],
     ["demo"],
+    ["bench"],
 ]
 
 

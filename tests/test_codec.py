@@ -16,6 +16,7 @@ from streamlattice.codec import (
     parse,
     stack_tensors,
     tensor_record,
+    tensor_rows,
     tensor_view,
 )
 from streamlattice.errors import InvalidEvent
@@ -120,3 +121,19 @@ def test_scalars_keep_their_zero_dimensional_shape() -> None:
     assert rec["shape"] == []
     view = tensor_view(rec)
     assert view.shape == () and float(view) == 2.5
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        np.arange(6, dtype=np.float32),  # one scalar per row
+        np.array([True, False, True]),
+        np.arange(24, dtype=">i4").reshape(4, 2, 3),  # big-endian rows come out little-endian
+        np.zeros((0, 3), dtype=np.float32),
+    ],
+)
+def test_tensor_rows_are_the_tensor_records_of_each_row(batch: np.ndarray) -> None:
+    rows = tensor_rows(batch)
+    assert rows == [tensor_record(row) for row in batch]
+    for row, expected in zip(rows, batch, strict=True):
+        np.testing.assert_array_equal(tensor_view(row), expected)

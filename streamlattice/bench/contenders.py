@@ -9,8 +9,9 @@ per-event contenders do what a user would write first around the same pieces the
 uses: decode one event (fastavro), check it, run the task's model on a batch of one, encode
 one result (fastavro), produce it.
 
-- `transport_limit`: aiokafka alone, consuming and producing the same records as fast as it
-  can (batches from `getmany`, one `send` per record without waiting, a commit per batch);
+- `transport_limit`: aiokafka alone, consuming the same records and producing one as large as
+  a result for each, as fast as it can (batches from `getmany`, one `send` per record without
+  waiting, commits off the read path);
 - `naive`: aiokafka, one event at a time, `send_and_wait`, commit;
 - `faust`: a faust-streaming agent, one event at a time;
 - `quixstreams`: a Quix Streams application, `.apply` per event;
@@ -88,6 +89,16 @@ class OneEvent:
         return self.codecs.result.encode(record)
 
 
+def result_size(lattice: Lattice, task: str) -> int:
+    """Bytes of the result of one sample event of `task`."""
+    from streamlattice.client import encode_event
+    from streamlattice.ops.loadgen import sample_payloads
+
+    payloads, _ = sample_payloads(lattice.task(task), 1, seed=1)
+    _, _, value = encode_event(lattice, task, lattice.regions[0].name, "sample", payloads[0])
+    return len(OneEvent(lattice, task, "transport")(value))
+
+
 def stop_on_sigterm() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT (in the running loop)."""
     stop = asyncio.Event()
@@ -111,7 +122,12 @@ async def _aiokafka_clients(bootstrap: str, topic: str, group: str, **producer_o
 
 async def run_transport(lattice: Lattice, task: str, bootstrap: str, group: str) -> None:
     """The same records through aiokafka as fast as it goes: batched reads, sends that are not
-    waited for one by one, and a commit once a batch's sends are acknowledged, off the read path."""
+    waited for one by one, and a commit once a batch's sends are acknowledged, off the read path.
+
+    For each event it writes as many bytes as the event's result would have (the event's first
+    bytes: its id and time come first), so the limit moves what an inference pipeline moves.
+    """
+    size = result_size(lattice, task)
     settings = KafkaSettings(bootstrap=bootstrap)  # the same tuned clients as the worker's
     consumer = make_consumer(settings, lattice.events_topic(task), group_id=group, max_poll_records=1000)
     producer = make_producer(settings, linger_ms=1)
@@ -133,7 +149,7 @@ async def run_transport(lattice: Lattice, task: str, bootstrap: str, group: str)
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100)
             sent = [
-                await producer.send(out, m.value, key=m.key, partition=m.partition)
+                await producer.send(out, m.value[:size], key=m.key, partition=m.partition)
                 for msgs in fetched.values()
                 for m in msgs
             ]

@@ -46,7 +46,7 @@ import numpy as np
 
 from streamlattice.bench import CONTENDERS
 from streamlattice.client import encode_event
-from streamlattice.codec import codecs
+from streamlattice.codec import HEADER_LEN, codecs
 from streamlattice.config import REPO_ROOT, Lattice, load_lattice
 from streamlattice.errors import StreamLatticeError
 from streamlattice.kafka import KafkaSettings, make_admin, start_client
@@ -107,10 +107,39 @@ class Row:
     event_time_us: int
     label: str | None
     score: float | None
+    stamps: tuple[int, int, int] | None = None  # a worker's consumed, inferred, produced times (us)
+
+
+def _long(value: bytes, i: int) -> tuple[int, int]:
+    """Avro's zig-zag varint at `i`: (the number, where the next field starts)."""
+    n, shift = 0, 0
+    while True:
+        byte = value[i]
+        n |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return (n >> 1) ^ -(n & 1), i
+        shift += 7
+
+
+def event_id_of(value: bytes) -> str:
+    """The event id of an event or result record: the first field of both, read without decoding the rest."""
+    length, i = _long(value, HEADER_LEN)
+    return value[i : i + length].decode()
+
+
+def event_head(value: bytes) -> dict[str, Any]:
+    """The id and time of an event from its first bytes (what the transport limit forwards)."""
+    length, i = _long(value, HEADER_LEN)
+    return {"event_id": value[i : i + length].decode(), "event_time_us": _long(value, i + length)[0]}
 
 
 class Reader(threading.Thread):
-    """Reads a results topic from its beginning, keeping the first row per event id."""
+    """Reads a results topic from its beginning, keeping when each event's first result came.
+
+    Records are decoded only when asked for (`row`), after the clock stops: the harness shares a
+    core with the broker and should take as little of it as it can while a contender runs.
+    """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, decode: Callable[[bytes], dict[str, Any]]):
         super().__init__(daemon=True, name=f"read-{topic}")
@@ -127,7 +156,7 @@ class Reader(threading.Thread):
         )
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         self._decode = decode
-        self.rows: dict[str, Row] = {}
+        self.received: dict[str, tuple[float, bytes]] = {}
         self.duplicates = 0
         self._stopping = threading.Event()
 
@@ -140,16 +169,23 @@ class Reader(threading.Thread):
                 for m in messages:
                     if m.error() is not None:
                         continue
-                    rec = self._decode(m.value())
-                    if rec["event_id"] in self.rows:
+                    value = m.value()
+                    event_id = event_id_of(value)
+                    if event_id in self.received:
                         self.duplicates += 1
-                        continue
-                    self.rows[rec["event_id"]] = Row(received, rec["event_time_us"], rec.get("label"), rec.get("score"))
+                    else:
+                        self.received[event_id] = (received, value)
         finally:
             self._consumer.close()
 
+    def row(self, event_id: str) -> Row:
+        received, value = self.received[event_id]
+        rec = self._decode(value)
+        stamps = (rec["consumed_us"], rec["inferred_us"], rec["produced_us"]) if "consumed_us" in rec else None
+        return Row(received, rec["event_time_us"], rec.get("label"), rec.get("score"), stamps)
+
     def has_all(self, events: Sequence[Encoded]) -> bool:
-        return all(e.event_id in self.rows for e in events)
+        return all(e.event_id in self.received for e in events)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -167,8 +203,12 @@ class Sender:
     def send(self, topic: str, events: Sequence[Encoded], due_s: Sequence[float] | None = None) -> None:
         produce, poll = self._producer.produce, self._producer.poll
         i, n = 0, len(events)
+        self.late_ms: list[float] = []
         while i < n:
-            limit = n if due_s is None else bisect.bisect_right(due_s, time.time(), lo=i)
+            now = time.time()
+            limit = n if due_s is None else bisect.bisect_right(due_s, now, lo=i)
+            if due_s is not None and limit > i:
+                self.late_ms.append((now - due_s[i]) * 1000)
             while i < limit:
                 e = events[i]
                 try:
@@ -301,7 +341,7 @@ class TaskBench:
         return lattice
 
     def reader(self, name: str, lattice: Lattice) -> Reader:
-        decode = codecs().event.decode if name == "transport_limit" else codecs().result.decode
+        decode = event_head if name == "transport_limit" else codecs().result.decode
         r = Reader(self.bootstrap, lattice.results_topic(self.name), lattice.total_partitions, decode)
         r.start()
         return r
@@ -340,14 +380,15 @@ class TaskBench:
         reader = self.reader(name, lattice)
         contender = Contender(name, lattice, self.name, self.bootstrap, self.workdir, self.cores)
         try:
-            _wait(lambda: len(reader.rows) > 0, 180, contender, f"{name}'s first result")
+            _wait(lambda: len(reader.received) > 0, 180, contender, f"{name}'s first result")
             spy = self._spy(contender) if self.profile else None
-            started, cpu0, n0 = time.monotonic(), contender.cpu_s(), len(reader.rows)
+            started, cpu0, n0 = time.monotonic(), contender.cpu_s(), len(reader.received)
             deadline = started + self.plan.window_s
-            while len(reader.rows) < len(backlog) and time.monotonic() < deadline:
+            while len(reader.received) < len(backlog) and time.monotonic() < deadline:
                 contender.check()
                 time.sleep(0.02)
-            elapsed, cpu, n = time.monotonic() - started, contender.cpu_s() - cpu0, len(reader.rows) - n0
+            cpu, n = contender.cpu_s() - cpu0, len(reader.received) - n0
+            arrivals = [received for received, _ in list(reader.received.values())]
             rss = contender.peak_rss_mb()
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
@@ -355,8 +396,14 @@ class TaskBench:
         finally:
             contender.stop()
             reader.stop()
-        wrong = self._wrong(reader.rows) if name != "transport_limit" else 0
-        return Measurement(n / elapsed, cpu / max(n, 1) * 1000, rss, wrong=wrong, duplicates=reader.duplicates)
+        if n < 100 or max(arrivals) <= min(arrivals):
+            raise BenchError(f"{name} answered the whole backlog of {len(backlog)} at once: give it a larger backlog")
+        # events/s between the first and the last result to arrive (startup is before the first;
+        # not the records' own timestamps: Quix Streams copies the event's to its result); CPU
+        # per event over the window the harness watched
+        eps = (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
+        wrong = self._wrong(reader) if name != "transport_limit" else 0
+        return Measurement(eps, cpu / n * 1000, rss, wrong=wrong, duplicates=reader.duplicates)
 
     def _spy(self, contender: Contender) -> subprocess.Popen[bytes]:
         """py-spy sampling the contender into a flame graph for speedscope."""
@@ -372,20 +419,21 @@ class TaskBench:
         time.sleep(0.3)
         return spy
 
-    def _wrong(self, rows: dict[str, Row]) -> int:
+    def _wrong(self, reader: Reader) -> int:
         wrong = 0
-        for event_id, row in rows.items():
+        for event_id in reader.received:
+            row = reader.row(event_id)
             label, score = self.reference[event_id]
             if row.label != label or (score is not None and abs((row.score or 0.0) - score) > 1e-3 * max(1, score)):
                 wrong += 1
         return wrong
 
-    def _latency(self, name: str, lattice: Lattice, max_eps: float) -> tuple[dict[str, dict[str, float]], float]:
+    def _latency(self, name: str, lattice: Lattice, max_eps: float) -> tuple[dict[str, dict[str, Any]], float]:
         topic = lattice.events_topic(self.name)
         sender = Sender(self.bootstrap)
         reader = self.reader(name, lattice)
         contender = Contender(name, lattice, self.name, self.bootstrap, self.workdir, self.cores)
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, Any]] = {}
         try:
             # warm up (and wait for the group to form) at the lowest load
             warm = self._scheduled(lattice, max_eps * self.plan.loads[0], 1.0)
@@ -397,7 +445,7 @@ class TaskBench:
                 sender.send(topic, events, due)
                 with contextlib.suppress(BenchError):  # what did not come back within the time is counted
                     _wait(functools.partial(reader.has_all, events), 30, contender, "latency step")
-                rows = [reader.rows[e.event_id] for e in events if e.event_id in reader.rows]
+                rows = [reader.row(e.event_id) for e in events if e.event_id in reader.received]
                 lat = np.array([r.received_s * 1000 - r.event_time_us / 1000 for r in rows])
                 out[str(load)] = {
                     "rate_eps": round(rate, 1),
@@ -406,6 +454,10 @@ class TaskBench:
                     "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                     "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
                 }
+                if name == "streamlattice" and rows:  # where the time goes, stage by stage
+                    out[str(load)]["stages_p99_ms"] = _stages(rows)
+                    self.progress(f"  stages, p99 ms: {out[str(load)]['stages_p99_ms']}")
+                self.progress(f"  sender late p99 {np.percentile(sender.late_ms, 99):.1f} ms")
                 self.progress(
                     f"  {name:>15} {self.name}: {rate:9.0f}/s -> p50 {out[str(load)]['p50_ms']:7.1f} ms, "
                     f"p99 {out[str(load)]['p99_ms']:7.1f} ms ({len(rows)}/{len(events)} answered)"
@@ -423,6 +475,13 @@ class TaskBench:
         payloads = self.pool[np.arange(n) % len(self.pool)]
         events = encode_events(lattice, self.name, payloads, [int(d * 1e6) for d in due])
         return events, due
+
+
+def _stages(rows: list[Row]) -> dict[str, float]:
+    """p99 of each stage of the worker's results: to the worker, batching and inference, to Kafka, to us."""
+    t = np.array([(r.event_time_us, *(r.stamps or (0, 0, 0)), r.received_s * 1e6) for r in rows], dtype=np.float64)
+    names = ("to_worker", "batch_and_infer", "to_result_topic", "to_reader")
+    return {n: round(float(np.percentile(t[:, i + 1] - t[:, i], 99)) / 1000, 1) for i, n in enumerate(names)}
 
 
 def _wait(done: Callable[[], bool], timeout_s: float, contender: Contender, what: str) -> None:
@@ -487,12 +546,20 @@ def summarise(runs: list[Measurement]) -> dict[str, Any]:
     latency: dict[str, dict[str, float]] = {}
     for load in runs[0].latency:
         steps = [r.latency[load] for r in runs if load in r.latency]
-        latency[load] = {k: round(med(s[k] for s in steps), 2) for k in steps[0]}
+        latency[load] = {k: _median(s[k] for s in steps) for k in steps[0]}
     out["latency"] = latency
     at_half = latency.get("0.5") or latency.get("batch") or {}
     out["p50_ms"] = at_half.get("p50_ms")
     out["p99_ms"] = at_half.get("p99_ms")
     return out
+
+
+def _median(values: Any) -> Any:
+    """The median of numbers, or per key of dicts of numbers."""
+    values = list(values)
+    if isinstance(values[0], dict):
+        return {k: _median(v[k] for v in values) for k in values[0]}
+    return round(statistics.median(values), 2)
 
 
 def default_cores() -> tuple[set[int], set[int]] | None:

@@ -31,10 +31,10 @@ from streamlattice.agent import Meter, PowerMeter, heartbeat_record
 from streamlattice.assignor import AssignmentInfo, Member, lattice_assignor, request_rebalance
 from streamlattice.batching import BatchPolicy
 from streamlattice.client import now_us
-from streamlattice.codec import Record, codecs, stack_tensors, tensor_record
+from streamlattice.codec import Record, codecs, stack_tensors, tensor_rows
 from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent, StreamLatticeError
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.kafka import KafkaSettings, Message, make_consumer, make_producer, send_batches, start_client
 from streamlattice.metrics import WorkerMetrics
 from streamlattice.models import load_model
 from streamlattice.partitioning import partition_for
@@ -43,7 +43,7 @@ from streamlattice.power import Clock, PowerSource, parse_power
 from streamlattice.tasks import Inferred, TaskRuntime
 from streamlattice.topics import require_topics
 from streamlattice.validation import check_event, check_size, non_finite_rows
-from streamlattice.worker.transactions import Message, PartitionLost, PartitionTransactions
+from streamlattice.worker.transactions import PartitionLost, PartitionTransactions
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ KIND_HEADER = "sl.error.kind"
 # Batches in flight between the collecting and publishing stages: enough to overlap
 # inference with Kafka I/O, few enough that a rebalance drains quickly.
 PIPELINE_DEPTH = 2
+# A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
+# fetches (at 11k events/s: sensor p99 73 ms instead of 137, the broker shares the machine).
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_WAIT_MS = 10
 
 
 def default_node_id(region: str) -> str:
@@ -122,6 +126,7 @@ class Worker:
         self.generation = 0
         self.runtime: TaskRuntime | None = None
         self._codecs = codecs()
+        self._regions = {r.name: r for r in lattice.regions}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.task.name}")
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         self._inferring = 0  # batches handed to the inference thread and not finished
@@ -181,6 +186,8 @@ class Worker:
             max_poll_records=self.task.max_batch,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         await start_client(producer, self.settings)
         try:
@@ -383,7 +390,8 @@ class Worker:
                 check_size(self.task, len(m.value))
                 event = event_codec.decode(m.value)
                 check_event(self.task, event)
-                self.lattice.region(event["region"])
+                if event["region"] not in self._regions:
+                    self.lattice.region(event["region"])  # a ConfigError that names the known regions
             except InvalidEvent as e:
                 batch.rejected.append((m, e))
                 continue
@@ -471,8 +479,7 @@ class Worker:
         outgoing += self._dead_letters(batch)
         deliveries: list[asyncio.Future[Any]] = []
         if self.transactions is None:
-            for _, (topic, value, key, partition, headers) in outgoing:
-                deliveries.append(await producer.send(topic, value, key=key, partition=partition, headers=headers))
+            deliveries = await send_batches(producer, [message for _, message in outgoing])
         else:
             await self._commit_transactions(batch, outgoing)
         batch.python_s += time.perf_counter() - started
@@ -569,9 +576,13 @@ class Worker:
         self.metrics.carbon_g.inc(carbon_g * n)
         topic = self.lattice.results_topic(self.task.name)
         encode = self._codecs.result.encode
+        # per batch, not per event: each output's rows, the scores as floats, the clock
+        columns = [(name, tensor_rows(out)) for name, out in outputs.items()]
+        score_list = None if scores is None else np.asarray(scores, dtype=np.float64).tolist()
+        regions = self._regions
+        produced_us = now_us()
         messages: list[tuple[int, Message]] = []
         for i, (m, ev) in enumerate(batch.accepted):
-            region = self.lattice.region(ev["region"])
             record = {
                 "event_id": ev["event_id"],
                 "task": self.task.name,
@@ -581,17 +592,17 @@ class Worker:
                 "model_name": model.name,
                 "model_version": model.version,
                 "label": None if labels is None else labels[i],
-                "score": None if scores is None else float(scores[i]),
+                "score": None if score_list is None else score_list[i],
                 "flags": [] if flags is None else flags[i],
-                "outputs": {name: tensor_record(out[i]) for name, out in outputs.items()},
+                "outputs": {name: rows[i] for name, rows in columns},
                 "event_time_us": ev["event_time_us"],
                 "consumed_us": batch.consumed_us,
                 "inferred_us": inferred_us,
-                "produced_us": now_us(),
+                "produced_us": produced_us,
                 "energy_j": energy_j,
                 "carbon_g": carbon_g,
             }
-            partition = partition_for(region, ev["source_id"].encode())
+            partition = partition_for(regions[ev["region"]], ev["source_id"].encode())
             messages.append((m.partition, (topic, encode(record), m.key, partition, None)))
         return messages
 

@@ -22,12 +22,10 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from streamlattice.kafka import KafkaSettings, make_producer, start_client
+from streamlattice.kafka import KafkaSettings, Message, make_producer, send_batches, start_client
 
 log = logging.getLogger(__name__)
 
-# (topic, value, key, partition, headers) of one record to write
-Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]
 # A transaction is short (one batch), so a node that dies with one open is cleaned up soon
 # even when no one takes over its partition.
 TRANSACTION_TIMEOUT_MS = 30_000
@@ -106,8 +104,7 @@ class PartitionTransactions:
             raise PartitionLost(f"no transactional producer for {tp.topic}[{tp.partition}]", fenced=False)
         try:
             async with producer.transaction():
-                for topic, value, key, partition, headers in messages:
-                    await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                await send_batches(producer, messages)
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
         except ProducerFenced:
             self.next_offsets.pop(tp, None)

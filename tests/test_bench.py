@@ -1,0 +1,100 @@
+"""`streamlattice bench`: every contender answers the same events correctly, and the report reads them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+from test_cli import sl
+
+from streamlattice.bench import CONTENDERS, harness, report
+from streamlattice.client import encode_event
+from streamlattice.codec import codecs
+from streamlattice.config import REPO_ROOT, load_lattice
+
+TINY = harness.Plan(repeats=1, backlog={"sensor": 10_000}, window_s=3.0, load_s=1.5, loads=(0.5,))
+
+
+def test_event_id_and_time_are_read_from_the_first_bytes_alone() -> None:
+    lattice = load_lattice(REPO_ROOT / "lattice.toml")
+    event_id, _, value = encode_event(lattice, "sensor", "eu-west", "m-1", np.zeros((3, 64), np.float32), 123456789)
+    assert harness.event_id_of(value) == event_id
+    # what the transport limit forwards: only a result's worth of the event's first bytes
+    assert harness.event_head(value[:60]) == {"event_id": event_id, "event_time_us": 123456789}
+    result = codecs().result.encode(
+        {
+            "event_id": event_id,
+            **dict.fromkeys(("task", "region", "source_id", "node_id", "model_name", "model_version"), "x"),
+            "label": None,
+            "score": None,
+            "flags": [],
+            "outputs": {},
+            **dict.fromkeys(("event_time_us", "consumed_us", "inferred_us", "produced_us"), 1),
+            "energy_j": 0.0,
+            "carbon_g": 0.0,
+        }
+    )
+    assert harness.event_id_of(result) == event_id
+
+
+def fake(eps: float, p99: float) -> dict:
+    return {"throughput_eps": eps, "p50_ms": p99 / 3, "p99_ms": p99}
+
+
+def test_targets_are_judged_on_ratios_of_the_same_run() -> None:
+    contenders = {
+        "compute_limit": fake(1_000_000, 1),
+        "transport_limit": fake(40_000, 30),
+        "naive": fake(200, 40),
+        "faust": fake(2_000, 90),
+        "quixstreams": fake(10_000, 60),
+        "streamlattice": fake(20_000, 45),
+    }
+    verdicts = {what: (ok, figure) for what, ok, figure in report.targets(contenders)}
+    assert verdicts["throughput >= 3x naive"] == (True, "100.0x")
+    assert verdicts["throughput >= 1.5x best of faust, quixstreams"] == (True, "2.0x")
+    assert verdicts["p99 at 50% load below faust's and quixstreams'"][0] is True
+    assert verdicts["throughput >= 70% of min(compute, transport limit)"] == (False, "50%")
+    slower = {**contenders, "streamlattice": fake(12_000, 70)}
+    verdicts = {what: ok for what, ok, _ in report.targets(slower)}
+    assert not verdicts["throughput >= 1.5x best of faust, quixstreams"]
+    assert not verdicts["p99 at 50% load below faust's and quixstreams'"]
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(600)
+def test_every_contender_answers_every_event_rightly_and_is_measured(kafka: str, tmp_path) -> None:
+    results = harness.run(TINY, ["sensor"], CONTENDERS, bootstrap=kafka, pinning=False, progress=print)
+    contenders = results["contenders"]
+    assert list(contenders) == list(CONTENDERS)
+    for name, c in contenders.items():
+        assert c["throughput_eps"] > 0, name
+        assert c["cpu_s_per_1k"] > 0, name
+        assert 20 < c["rss_mb"] < 2000, name
+        assert c["wrong"] == 0, name  # every result carries the model's own label and score
+        assert c["p50_ms"] <= c["p99_ms"], name
+        if name != "compute_limit":
+            (step,) = c["latency"].values()
+            assert step["answered"] == step["sent"], name  # nothing lost at 50% of its own maximum
+    assert contenders["streamlattice"]["throughput_eps"] > 3 * contenders["naive"]["throughput_eps"]
+    # the report renders what was measured, with a picture
+    text = report.markdown(results)
+    assert "| streamlattice worker |" in text and "throughput >= 3x naive" in text
+    png = tmp_path / "results.png"
+    report.draw(results, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_refuses_an_unknown_contender_and_says_which_exist() -> None:
+    done = sl("bench", "--contenders", "streamlattice,kafka-streams", "--output", f"/tmp/{uuid.uuid4().hex}.json")
+    assert done.returncode != 0
+    assert "kafka-streams" in done.stderr and "quixstreams" in done.stderr
+
+
+def test_plans_the_quick_run_shorter_than_the_full_one() -> None:
+    quick, full = harness.Plan.quick(), harness.Plan.full()
+    assert quick.repeats == 1 < full.repeats
+    assert quick.window_s < full.window_s and set(quick.loads) < set(full.loads)
+    assert dataclasses.replace(quick, repeats=2).repeats == 2
