@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import logging
-import resource
 import signal
 import tempfile
 import time
@@ -252,7 +251,9 @@ def compute_limit(lattice: Lattice, task: str, seconds: float = 1.0) -> dict[str
             "p99_ms": float(np.percentile(lat, 99)),
         }
     best = max(sweep, key=lambda s: sweep[s]["throughput_eps"])
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not getrusage's ru_maxrss: that one starts from the parent's size at fork
+    status = Path("/proc/self/status").read_text().splitlines()
+    rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
     return {**sweep[best], "best_batch": best, "rss_mb": rss_mb, "by_batch": sweep}
 
 
