@@ -77,7 +77,7 @@ def test_every_contender_answers_every_event_rightly_and_is_measured(kafka: str,
     assert list(contenders) == list(CONTENDERS)
     for name, c in contenders.items():
         assert c["throughput_eps"] > 0, name
-        assert c["cpu_s_per_1k"] > 0, name
+        assert c["cpu_s_per_1k"] >= 0, name  # /proc counts 10 ms ticks: the transport limit's window may be shorter
         assert 20 < c["rss_mb"] < 2000, name
         assert c["wrong"] == 0, name  # every result carries the model's own label and score
         if name != "compute_limit":
@@ -88,6 +88,7 @@ def test_every_contender_answers_every_event_rightly_and_is_measured(kafka: str,
                 assert step["answered"] == step["sent"], name  # nothing lost under a load it sustains
                 assert 0 < step["p50_ms"] <= step["p99_ms"], name
     assert contenders["streamlattice"]["throughput_eps"] > 3 * contenders["naive"]["throughput_eps"]
+    assert contenders["naive"]["cpu_s_per_1k"] > 3 * contenders["streamlattice"]["cpu_s_per_1k"] > 0
     # the report renders what was measured, with a picture
     text = report.markdown(results)
     assert "| streamlattice worker |" in text and "throughput >= 3x naive" in text
