@@ -108,3 +108,12 @@ def test_plans_the_quick_run_shorter_than_the_full_one() -> None:
     assert quick.repeats == 1 < full.repeats
     assert quick.window_s < full.window_s and set(quick.loads) < set(full.loads)
     assert dataclasses.replace(quick, repeats=2).repeats == 2
+
+
+def test_a_missing_bench_extra_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "quixstreams" else real(name))
+    with pytest.raises(harness.BenchError, match=r"needs quixstreams: run `./dev bench`"):
+        harness.run(TINY, ["sensor"], ["quixstreams"], bootstrap="127.0.0.1:1")

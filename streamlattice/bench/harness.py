@@ -563,6 +563,16 @@ def _median(values: Any) -> Any:
     return round(statistics.median(values), 2)
 
 
+def _require_extra(contenders: Sequence[str]) -> None:
+    """A one-line error, not a traceback half-way, when the bench extra is not installed."""
+    import importlib.util
+
+    needed = ["confluent_kafka"] + (["quixstreams"] if "quixstreams" in contenders else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BenchError(f"the benchmark needs {', '.join(missing)}: run `./dev bench`, or `pip install -e '.[bench]'`")
+
+
 def default_cores() -> tuple[set[int], set[int]] | None:
     """(contender cores, broker and harness cores), or None on a single core."""
     cores = sorted(os.sched_getaffinity(0))
@@ -581,7 +591,8 @@ def run(
     progress: Callable[[str], None] = print,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the results object (see `write`)."""
+    """Run the benchmark; returns the results object."""
+    _require_extra(contenders)
     base = load_lattice(config or REPO_ROOT / "lattice.toml")
     split = default_cores() if pinning else None
     started = time.monotonic()
