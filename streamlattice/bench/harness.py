@@ -78,7 +78,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(repeats=1, backlog={"sensor": 60_000, "vision": 40_000}, window_s=4.0, load_s=3.0, loads=(0.5,))
+        return cls(repeats=1, backlog={"sensor": 60_000, "vision": 40_000}, window_s=3.0, load_s=2.5, loads=(0.5,))
 
     @classmethod
     def full(cls) -> Plan:
@@ -610,6 +610,7 @@ def run(
                         pin(node.pid, split[1])
                 pin(os.getpid(), split[1])
             results: dict[str, Any] = {}
+            failures: dict[str, dict[str, list[str]]] = {}  # task -> contender -> what went wrong
             for task in tasks:
                 backlog, reference, pool = prepare_task(task, base, plan, progress)
                 cores = split[0] if split else None
@@ -620,14 +621,19 @@ def run(
                 for repeat in range(plan.repeats):
                     order = contenders if repeat % 2 == 0 else list(reversed(contenders))
                     for name in order:
-                        m = bench.measure(name, runs[name][-1] if runs[name] else None)
+                        try:
+                            m = bench.measure(name, runs[name][-1] if runs[name] else None)
+                        except BenchError as e:  # one bad run does not void the others: it is reported
+                            failures.setdefault(task, {}).setdefault(name, []).append(str(e).splitlines()[0])
+                            progress(f"{task} #{repeat + 1} {name:>15}: FAILED: {e}")
+                            continue
                         runs[name].append(m)
                         progress(
                             f"{task} #{repeat + 1} {name:>15}: {m.throughput_eps:9.0f} events/s, "
                             f"{m.cpu_s_per_1k:.3f} CPU s/1k, {m.rss_mb:.0f} MB"
                             + (f", {m.wrong} WRONG" if m.wrong else "")
                         )
-                results[task] = {name: summarise(r) for name, r in runs.items()}
+                results[task] = {name: summarise(r) for name, r in runs.items() if r}
         finally:
             if state is not None:
                 dev.stop(workdir / "broker", progress=lambda _: None)
@@ -641,5 +647,5 @@ def run(
         "seconds": round(time.monotonic() - started),
         # the sensor model's figures: the one the targets speak of; every task's under `tasks`
         "contenders": results.get("sensor") or next(iter(results.values())),
-        "tasks": {t: {"contenders": r} for t, r in results.items()},
+        "tasks": {t: {"contenders": r, "failures": failures.get(t, {})} for t, r in results.items()},
     }

@@ -92,6 +92,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{c['rss_mb']:.0f} | {_num(c['p50_ms'], '.1f')} | {_num(c['p99_ms'], '.1f')} | {side} | "
                 f"{_num(lat.get('same', {}).get('p99_ms'), '.1f')} | {c['wrong']} |"
             )
+        for name, reasons in block.get("failures", {}).items():
+            lines.append(f"| {LABELS.get(name, name)} | failed {len(reasons)}x: {reasons[0]} | | | | | | | |")
         lines += ["", "| target | met | measured |", "|---|---|---|"]
         for what, ok, figure in targets(contenders, task):
             lines.append(f"| {what} | {'yes' if ok else '**no**'} | {figure} |")
