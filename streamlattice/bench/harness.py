@@ -350,11 +350,15 @@ class TaskBench:
         if name == "compute_limit":
             return self._compute_limit()
         lattice = self.lattice()
-        m = self._throughput(name, lattice, previous)
-        asyncio.run(_delete_namespace(self.bootstrap, lattice))
+        try:
+            m = self._throughput(name, lattice, previous)
+        finally:  # a run's topics go, whatever happened, so a long benchmark does not fill the disk
+            asyncio.run(_delete_namespace(self.bootstrap, lattice))
         lattice = self.lattice()
-        m.latency, rss = self._latency(name, lattice, m.throughput_eps)
-        asyncio.run(_delete_namespace(self.bootstrap, lattice))
+        try:
+            m.latency, rss = self._latency(name, lattice, m.throughput_eps)
+        finally:
+            asyncio.run(_delete_namespace(self.bootstrap, lattice))
         m.rss_mb = max(m.rss_mb, rss)
         return m
 
