@@ -136,11 +136,14 @@ async def run_transport(lattice: Lattice, task: str, bootstrap: str, group: str)
     acks: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[Any, int]]] = asyncio.Queue(maxsize=8)
 
     async def commit() -> None:
+        done: dict[Any, int] = {}  # acknowledged, not yet committed: coalesced while batches queue
         while True:
             sent, offsets = await acks.get()
             await asyncio.gather(*sent)
+            done.update(offsets)
             if acks.empty():
-                await consumer.commit(offsets)
+                await consumer.commit(done)
+                done = {}
 
     committer = asyncio.create_task(commit())
     stop = stop_on_sigterm()
