@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import platform
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from streamlattice.bench import harness  # noqa: E402
 from streamlattice.client import LatticeProducer, Result, ResultSubscriber  # noqa: E402
 from streamlattice.config import Lattice, load_lattice  # noqa: E402
 from streamlattice.groups import wait_for_stable_group  # noqa: E402
@@ -109,12 +108,7 @@ def start_worker(bootstrap: str, config: Path, task: str, batch: int, log: Path)
 
 def fresh_lattice(workdir: Path, task: str) -> Lattice:
     """The repo's layout under a new namespace, with absolute model paths; only `task`'s topics."""
-    text = (REPO / "lattice.toml").read_text().replace('namespace = "sl"', f'namespace = "b{uuid.uuid4().hex[:8]}"')
-    text = text.replace('model = "models/', f'model = "{REPO}/models/')
-    config = workdir / f"{uuid.uuid4().hex[:6]}.toml"
-    config.write_text(text)
-    lattice = load_lattice(config)
-    return dataclasses.replace(lattice, tasks={task: lattice.task(task)})
+    return harness.fresh_lattice(load_lattice(REPO / "lattice.toml"), task, workdir)
 
 
 async def drain_rate(settings: KafkaSettings, workdir: Path, task: str, batch: int, payloads: Any) -> float:

@@ -98,6 +98,14 @@ def result_size(lattice: Lattice, task: str) -> int:
     return len(OneEvent(lattice, task, "transport")(value))
 
 
+def peak_rss_mb(pid: int | str) -> float:
+    """A process's peak resident memory (VmHWM) in MB; `pid` "self" for this one."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def stop_on_sigterm() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT (in the running loop)."""
     stop = asyncio.Event()
@@ -255,9 +263,7 @@ def compute_limit(lattice: Lattice, task: str, seconds: float = 1.0) -> dict[str
         }
     best = max(sweep, key=lambda s: sweep[s]["throughput_eps"])
     # VmHWM, not getrusage's ru_maxrss: that one starts from the parent's size at fork
-    status = Path("/proc/self/status").read_text().splitlines()
-    rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-    return {**sweep[best], "best_batch": best, "rss_mb": rss_mb, "by_batch": sweep}
+    return {**sweep[best], "best_batch": best, "rss_mb": peak_rss_mb("self"), "by_batch": sweep}
 
 
 def main(argv: list[str] | None = None) -> None:

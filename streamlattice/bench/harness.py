@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from streamlattice.bench import CONTENDERS
+from streamlattice.bench.contenders import peak_rss_mb
 from streamlattice.client import encode_event
 from streamlattice.codec import HEADER_LEN, codecs
 from streamlattice.config import REPO_ROOT, Lattice, load_lattice
@@ -254,13 +255,6 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def pin(pid: int, cores: set[int]) -> None:
     """Every thread of `pid` onto `cores`."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -295,7 +289,7 @@ class Contender:
         return _cpu_s(self.proc.pid)
 
     def peak_rss_mb(self) -> float:
-        return _peak_rss_mb(self.proc.pid)
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -305,6 +299,19 @@ class Contender:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def fresh_lattice(base: Lattice, task: str, workdir: Path) -> Lattice:
+    """`base`'s layout under a new namespace, written to `workdir` with absolute model paths;
+    only `task`'s topics (its file keeps every task, for the processes that load it)."""
+    assert base.source is not None
+    namespace = f"b{uuid.uuid4().hex[:8]}"
+    text = base.source.read_text().replace(f'namespace = "{base.namespace}"', f'namespace = "{namespace}"')
+    text = text.replace('model = "models/', f'model = "{base.source.parent}/models/')
+    path = workdir / f"{namespace}.toml"
+    path.write_text(text)
+    lattice = load_lattice(path)
+    return dataclasses.replace(lattice, tasks={task: lattice.task(task)})
 
 
 # ---- one task ---------------------------------------------------------------------------------
@@ -327,16 +334,8 @@ class TaskBench:
     profile: Path | None = None  # py-spy profiles of each throughput window go here
 
     def lattice(self) -> Lattice:
-        """The base layout in a fresh namespace, written to the work dir, with its topics created."""
-        namespace = f"b{uuid.uuid4().hex[:8]}"
-        assert self.base.source is not None
-        text = self.base.source.read_text()
-        text = text.replace(f'namespace = "{self.base.namespace}"', f'namespace = "{namespace}"')
-        text = text.replace('model = "models/', f'model = "{self.base.source.parent}/models/')
-        path = self.workdir / f"{namespace}.toml"
-        path.write_text(text)
-        lattice = load_lattice(path)
-        lattice = dataclasses.replace(lattice, tasks={self.name: lattice.task(self.name)})
+        """The base layout in a fresh namespace, with its topics created."""
+        lattice = fresh_lattice(self.base, self.name, self.workdir)
         asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.bootstrap), lattice))
         return lattice
 
