@@ -624,11 +624,15 @@ def run(
                 for repeat in range(plan.repeats):
                     order = contenders if repeat % 2 == 0 else list(reversed(contenders))
                     for name in order:
-                        try:
-                            m = bench.measure(name, runs[name][-1] if runs[name] else None)
-                        except BenchError as e:  # one bad run does not void the others: it is reported
-                            failures.setdefault(task, {}).setdefault(name, []).append(str(e).splitlines()[0])
-                            progress(f"{task} #{repeat + 1} {name:>15}: FAILED: {e}")
+                        m = None
+                        for attempt in (1, 2):  # a contender that stalls once gets one fresh start
+                            try:
+                                m = bench.measure(name, runs[name][-1] if runs[name] else None)
+                                break
+                            except BenchError as e:  # reported; a bad run does not void the others
+                                failures.setdefault(task, {}).setdefault(name, []).append(str(e).splitlines()[0])
+                                progress(f"{task} #{repeat + 1} {name:>15}: FAILED (try {attempt}): {e}")
+                        if m is None:
                             continue
                         runs[name].append(m)
                         progress(
