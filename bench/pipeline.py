@@ -27,15 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamlattice.bench import harness  # noqa: E402
-from streamlattice.client import LatticeProducer, Result, ResultSubscriber  # noqa: E402
 from streamlattice.config import Lattice, load_lattice  # noqa: E402
-from streamlattice.groups import wait_for_stable_group  # noqa: E402
-from streamlattice.kafka import KafkaSettings  # noqa: E402
-from streamlattice.models import build_model, load_model  # noqa: E402
-from streamlattice.ops import broker as dev  # noqa: E402
-from streamlattice.ops.loadgen import sample_payloads  # noqa: E402
-from streamlattice.tasks import TaskRuntime  # noqa: E402
-from streamlattice.topics import ensure_topics  # noqa: E402
+from streamlattice.devbroker import broker as dev  # noqa: E402
+from streamlattice.inference.models import build_model, load_model  # noqa: E402
+from streamlattice.inference.tasks import TaskRuntime  # noqa: E402
+from streamlattice.kafka.clients import KafkaSettings  # noqa: E402
+from streamlattice.kafka.groups import wait_for_stable_group  # noqa: E402
+from streamlattice.kafka.topics import ensure_topics  # noqa: E402
+from streamlattice.sdk.client import LatticeProducer, Result, ResultSubscriber  # noqa: E402
+from streamlattice.sdk.loadgen import sample_payloads  # noqa: E402
 
 # per task: batch sizes to sweep, backlog size, steady rate for the latency run
 PLAN = {

@@ -20,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamlattice.placement import NodeState, PartitionState, Weights, make_plan  # noqa: E402
+from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan  # noqa: E402
 
 
 def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """streamlattice: a power-aware inference lattice on Apache Kafka and ONNX Runtime."""
 
-from streamlattice.client import LatticeClient, LatticeProducer, Result, ResultSubscriber
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import StreamLatticeError
+from streamlattice.sdk.client import LatticeClient, LatticeProducer, Result, ResultSubscriber
 
 __all__ = [
     "Lattice",

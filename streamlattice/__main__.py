@@ -1,5 +1,5 @@
 """`python -m streamlattice` is the `streamlattice` command."""
 
-from streamlattice.ops.cli import main
+from streamlattice.cli.main import main
 
 main()

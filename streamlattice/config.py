@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from streamlattice.errors import ConfigError
-from streamlattice.placement import Weights
+from streamlattice.placement.plan import Weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "lattice.toml"
@@ -91,7 +91,7 @@ class Task:
 
 @dataclass(frozen=True)
 class LatticeSettings:
-    """[lattice] timings and [placement] weights (see streamlattice.placement.Weights)."""
+    """[lattice] timings and [placement] weights (see streamlattice.placement.plan.Weights)."""
 
     heartbeat_s: float = 2.0  # how often a node reports
     node_timeout_s: float = 10.0  # a node silent this long is forgotten

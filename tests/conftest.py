@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from streamlattice.client import Result, ResultSubscriber
-from streamlattice.codec import codecs
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer
-from streamlattice.models import build_model
-from streamlattice.ops import broker as dev
-from streamlattice.topics import ensure_topics
+from streamlattice.devbroker import broker as dev
+from streamlattice.inference.models import build_model
+from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.sdk.client import Result, ResultSubscriber
+from streamlattice.wire.codec import codecs
 
 REPO = Path(__file__).resolve().parents[1]
 # Rows of the fault-injection suite: (scenario, mode, events, lost, duplicates, recovery s)

@@ -17,10 +17,10 @@ from aiokafka.structs import ConsumerRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamlattice.codec import codecs, tensor_record
 from streamlattice.config import load_lattice
 from streamlattice.errors import InvalidEvent
-from streamlattice.kafka import KafkaSettings
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.wire.codec import codecs, tensor_record
 from streamlattice.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[1]

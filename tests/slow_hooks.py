@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from streamlattice.tasks import ModelInput, TaskContext
+from streamlattice.inference.tasks import ModelInput, TaskContext
 
 SLOW_BATCH_S = float(os.environ.get("SL_TEST_SLOW_BATCH_S", "0.025"))
 

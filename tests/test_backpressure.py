@@ -22,14 +22,14 @@ import pytest
 from aiokafka import TopicPartition
 from conftest import WorkerProcess, write_lattice
 
-from streamlattice.client import LatticeProducer
-from streamlattice.codec import codecs
 from streamlattice.config import Lattice, load_lattice
+from streamlattice.devbroker import broker as dev
 from streamlattice.errors import ProducerBackpressure
-from streamlattice.kafka import KafkaSettings, make_consumer
-from streamlattice.ops import broker as dev
-from streamlattice.ops.status import collect_status
-from streamlattice.topics import ensure_topics
+from streamlattice.kafka.clients import KafkaSettings, make_consumer
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.operate.status import collect_status
+from streamlattice.sdk.client import LatticeProducer
+from streamlattice.wire.codec import codecs
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka]

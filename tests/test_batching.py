@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlattice.batching import BatchPolicy
+from streamlattice.inference.batching import BatchPolicy
 
 
 def test_a_full_batch_goes_at_once() -> None:

@@ -10,9 +10,9 @@ import pytest
 from test_cli import sl
 
 from streamlattice.bench import CONTENDERS, harness, report
-from streamlattice.client import encode_event
-from streamlattice.codec import codecs
 from streamlattice.config import REPO_ROOT, load_lattice
+from streamlattice.sdk.client import encode_event
+from streamlattice.wire.codec import codecs
 
 # a tenth of each one's maximum: the transport limit at half would need 100k events encoded for one step
 TINY = harness.Plan(repeats=1, backlog={"sensor": 10_000}, window_s=3.0, load_s=1.5, loads=(0.1,), same_eps=50)

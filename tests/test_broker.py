@@ -10,9 +10,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
+from streamlattice.devbroker import broker as dev
 from streamlattice.errors import DevBrokerError
-from streamlattice.kafka import KafkaSettings, make_admin, make_consumer, make_producer
-from streamlattice.ops import broker as dev
+from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer, make_producer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO, WorkerProcess
 
 from streamlattice.config import Lattice
-from streamlattice.ops import broker as dev
-from streamlattice.topics import lattice_topics
+from streamlattice.devbroker import broker as dev
+from streamlattice.kafka.topics import lattice_topics
 
 VERBS = [
     [],

@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 from conftest import WorkerProcess
 
-from streamlattice.client import LatticeClient
 from streamlattice.config import Lattice
 from streamlattice.errors import InferenceTimeout
-from streamlattice.kafka import KafkaSettings
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.sdk.client import LatticeClient
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

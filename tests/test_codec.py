@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import foreign_record
 
-from streamlattice.codec import (
+from streamlattice.errors import InvalidEvent
+from streamlattice.wire.codec import (
     MAGIC,
     RecordCodec,
     codecs,
@@ -19,7 +20,6 @@ from streamlattice.codec import (
     tensor_rows,
     tensor_view,
 )
-from streamlattice.errors import InvalidEvent
 
 
 def event(payload: np.ndarray, event_id: str = "e1") -> dict:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import WorkerProcess, collect_results, foreign_record, publish_raw, read_dlq
 
-from streamlattice.client import LatticeProducer
-from streamlattice.codec import codecs, tensor_record
 from streamlattice.config import Lattice
 from streamlattice.errors import InvalidEvent, PayloadTooLarge
-from streamlattice.kafka import KafkaSettings
-from streamlattice.partitioning import partition_for
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.partitioning import partition_for
+from streamlattice.sdk.client import LatticeProducer
+from streamlattice.wire.codec import codecs, tensor_record
 from streamlattice.worker.runtime import ERROR_HEADER, KIND_HEADER
 from workers.sensor import signals
 

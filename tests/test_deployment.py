@@ -13,8 +13,8 @@ import click
 import pytest
 import yaml
 
+from streamlattice.cli.main import cli
 from streamlattice.metrics import RouterMetrics, WorkerMetrics
-from streamlattice.ops.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, outcome, write_lattice
 
-from streamlattice.client import LatticeProducer, Result, now_us
 from streamlattice.config import Lattice
-from streamlattice.kafka import KafkaSettings, make_admin
-from streamlattice.ops import broker as dev
+from streamlattice.devbroker import broker as dev
+from streamlattice.kafka.clients import KafkaSettings, make_admin
+from streamlattice.sdk.client import LatticeProducer, Result, now_us
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(300)]

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from conftest import FAST_TIMINGS, WorkerProcess, collect_results, outcome, write_lattice
 
-from streamlattice.client import LatticeProducer
 from streamlattice.config import Lattice
-from streamlattice.groups import describe_group
-from streamlattice.kafka import KafkaSettings
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.groups import describe_group
+from streamlattice.sdk.client import LatticeProducer
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]

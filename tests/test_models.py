@@ -9,7 +9,7 @@ import pytest
 
 from streamlattice.config import DEFAULT_CONFIG, load_lattice, parse_lattice
 from streamlattice.errors import ConfigError
-from streamlattice.models import build_model, choose_providers, load_model, session_options
+from streamlattice.inference.models import build_model, choose_providers, load_model, session_options
 
 
 def test_providers_are_taken_in_order_and_missing_ones_are_named_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -20,10 +20,10 @@ from conftest import REPO, WorkerProcess, collect_results
 from test_lattice_live import Load
 
 from streamlattice.config import Lattice
-from streamlattice.groups import describe_group, wait_for_stable_group
-from streamlattice.kafka import KafkaSettings
-from streamlattice.ops import broker as dev
-from streamlattice.ops.supervisor import Managed
+from streamlattice.devbroker import broker as dev
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.groups import describe_group, wait_for_stable_group
+from streamlattice.operate.supervisor import Managed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlattice.config import Region
-from streamlattice.partitioning import partition_for
+from streamlattice.kafka.partitioning import partition_for
 
 REGIONS = [Region("eu-west", 4, 0, 250), Region("us-east", 4, 4, 380), Region("ap-south", 5, 8, 620)]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import WorkerProcess, collect_results
 
-from streamlattice.client import LatticeProducer
 from streamlattice.config import Lattice
-from streamlattice.kafka import KafkaSettings
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.sdk.client import LatticeProducer
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlattice.placement import NodeState, PartitionState, Weights, make_plan
+from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
 
 REGIONS = ["eu", "us", "ap"]
 LATENCY = {(a, b): 0.0 if a == b else 40.0 if {a, b} == {"eu", "us"} else 100.0 for a in REGIONS for b in REGIONS}

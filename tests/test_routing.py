@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamlattice.config import DEFAULT_CONFIG, load_lattice
-from streamlattice.placement import NodeState
-from streamlattice.plans import PublishedPlan
-from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
+from streamlattice.placement.plan import NodeState
+from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
+from streamlattice.router.plans import PublishedPlan
 
 LATTICE = load_lattice(DEFAULT_CONFIG)
 
@@ -70,7 +70,7 @@ def test_a_restarted_router_continues_the_epochs(tmp_path: Path) -> None:
 
 
 def test_recommended_replicas_follow_arrival_lag_and_capacity() -> None:
-    from streamlattice.routing import recommend_replicas, recommendations
+    from streamlattice.router.decisions import recommend_replicas, recommendations
 
     assert recommend_replicas(0, 0, 1000, 0.8) == 0  # no traffic, no worker needed
     assert recommend_replicas(10, 0, 1000, 0.8) == 1
@@ -85,6 +85,6 @@ def test_recommended_replicas_follow_arrival_lag_and_capacity() -> None:
 
 
 def test_scale_auto_holds_the_recommendation_within_bounds() -> None:
-    from streamlattice.ops.supervisor import auto_targets
+    from streamlattice.operate.supervisor import auto_targets
 
     assert auto_targets({"eu": 5, "us": 0}, ["eu", "us", "ap"], 1, 3) == {"eu": 3, "us": 1, "ap": 1}

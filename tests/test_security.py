@@ -20,13 +20,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from conftest import REPO, WorkerProcess, write_lattice
 
-from streamlattice.client import LatticeProducer, ResultSubscriber
 from streamlattice.config import Lattice
+from streamlattice.devbroker import broker as dev
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, NotAuthorized
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
-from streamlattice.ops import broker as dev
-from streamlattice.security import Security
-from streamlattice.topics import require_topics
+from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.kafka.security import Security
+from streamlattice.kafka.topics import require_topics
+from streamlattice.sdk.client import LatticeProducer, ResultSubscriber
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]

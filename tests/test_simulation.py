@@ -10,8 +10,8 @@ from pathlib import Path
 from conftest import REPO
 
 from streamlattice.config import DEFAULT_CONFIG, load_lattice
-from streamlattice.ops.simulate import run
-from streamlattice.simulation import range_assignment, roundrobin_assignment
+from streamlattice.sim.simulate import run
+from streamlattice.sim.simulation import range_assignment, roundrobin_assignment
 
 
 def test_range_and_roundrobin_assign_like_kafka() -> None:

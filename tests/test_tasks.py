@@ -13,12 +13,12 @@ import pytest
 from conftest import WorkerProcess, collect_results, publish_raw, read_dlq
 from onnx import TensorProto, helper
 
-from streamlattice.client import LatticeProducer, now_us
-from streamlattice.codec import codecs, tensor_record
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.kafka import KafkaSettings
-from streamlattice.partitioning import partition_for
-from streamlattice.topics import ensure_topics
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.partitioning import partition_for
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.sdk.client import LatticeProducer, now_us
+from streamlattice.wire.codec import codecs, tensor_record
 from workers.language import model as language
 from workers.onnx_build import IR_VERSION, OPSET
 from workers.vision import model as vision

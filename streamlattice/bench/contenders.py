@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from streamlattice.client import now_us
-from streamlattice.codec import Record, codecs, tensor_record, tensor_view
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer
-from streamlattice.models import load_model
-from streamlattice.tasks import TaskRuntime
-from streamlattice.validation import check_event
+from streamlattice.inference.models import load_model
+from streamlattice.inference.tasks import TaskRuntime
+from streamlattice.inference.validation import check_event
+from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer
+from streamlattice.sdk.client import now_us
+from streamlattice.wire.codec import Record, codecs, tensor_record, tensor_view
 
 Handler = Callable[[bytes], bytes]
 NAMES = ("transport_limit", "naive", "faust", "quixstreams", "compute_limit")
@@ -90,8 +90,8 @@ class OneEvent:
 
 def result_size(lattice: Lattice, task: str) -> int:
     """Bytes of the result of one sample event of `task`."""
-    from streamlattice.client import encode_event
-    from streamlattice.ops.loadgen import sample_payloads
+    from streamlattice.sdk.client import encode_event
+    from streamlattice.sdk.loadgen import sample_payloads
 
     payloads, _ = sample_payloads(lattice.task(task), 1, seed=1)
     _, _, value = encode_event(lattice, task, lattice.regions[0].name, "sample", payloads[0])
@@ -237,7 +237,7 @@ def run_quix(lattice: Lattice, task: str, bootstrap: str, group: str) -> None:
 
 def compute_limit(lattice: Lattice, task: str, seconds: float = 1.0) -> dict[str, Any]:
     """Events/s of the task's preprocessing and model alone on pre-decoded batches, per batch size."""
-    from streamlattice.ops.loadgen import sample_payloads
+    from streamlattice.sdk.loadgen import sample_payloads
 
     spec = lattice.task(task)
     runtime = TaskRuntime(spec, load_model(spec, threads=1))

@@ -46,16 +46,16 @@ import numpy as np
 
 from streamlattice.bench import CONTENDERS
 from streamlattice.bench.contenders import peak_rss_mb
-from streamlattice.client import encode_event
-from streamlattice.codec import HEADER_LEN, codecs
 from streamlattice.config import REPO_ROOT, Lattice, load_lattice
+from streamlattice.devbroker import broker as dev
 from streamlattice.errors import StreamLatticeError
-from streamlattice.kafka import KafkaSettings, make_admin, start_client
-from streamlattice.models import build_model, load_model
-from streamlattice.ops import broker as dev
-from streamlattice.ops.loadgen import sample_payloads
-from streamlattice.tasks import TaskRuntime
-from streamlattice.topics import ensure_topics
+from streamlattice.inference.models import build_model, load_model
+from streamlattice.inference.tasks import TaskRuntime
+from streamlattice.kafka.clients import KafkaSettings, make_admin, start_client
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.sdk.client import encode_event
+from streamlattice.sdk.loadgen import sample_payloads
+from streamlattice.wire.codec import HEADER_LEN, codecs
 
 LOADS = (0.25, 0.5, 0.75)
 

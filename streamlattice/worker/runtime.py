@@ -27,22 +27,22 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
 
-from streamlattice.agent import Meter, PowerMeter, heartbeat_record
-from streamlattice.assignor import AssignmentInfo, Member, lattice_assignor, request_rebalance
-from streamlattice.batching import BatchPolicy
-from streamlattice.client import now_us
-from streamlattice.codec import Record, codecs, stack_tensors, tensor_rows
 from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent, StreamLatticeError
-from streamlattice.kafka import KafkaSettings, Message, make_consumer, make_producer, send_batches, start_client
+from streamlattice.inference.batching import BatchPolicy
+from streamlattice.inference.models import load_model
+from streamlattice.inference.tasks import Inferred, TaskRuntime
+from streamlattice.inference.validation import check_event, check_size, non_finite_rows
+from streamlattice.kafka.clients import KafkaSettings, Message, make_consumer, make_producer, send_batches, start_client
+from streamlattice.kafka.partitioning import partition_for
+from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
-from streamlattice.models import load_model
-from streamlattice.partitioning import partition_for
-from streamlattice.plans import PlanFollower, PublishedPlan
-from streamlattice.power import Clock, PowerSource, parse_power
-from streamlattice.tasks import Inferred, TaskRuntime
-from streamlattice.topics import require_topics
-from streamlattice.validation import check_event, check_size, non_finite_rows
+from streamlattice.power.profiles import Clock, PowerSource, parse_power
+from streamlattice.router.assignor import AssignmentInfo, Member, lattice_assignor, request_rebalance
+from streamlattice.router.plans import PlanFollower, PublishedPlan
+from streamlattice.sdk.client import now_us
+from streamlattice.wire.codec import Record, codecs, stack_tensors, tensor_rows
+from streamlattice.worker.agent import Meter, PowerMeter, heartbeat_record
 from streamlattice.worker.transactions import PartitionLost, PartitionTransactions
 
 log = logging.getLogger(__name__)

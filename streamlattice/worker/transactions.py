@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from streamlattice.kafka import KafkaSettings, Message, make_producer, send_batches, start_client
+from streamlattice.kafka.clients import KafkaSettings, Message, make_producer, send_batches, start_client
 
 log = logging.getLogger(__name__)
 

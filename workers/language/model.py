@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from streamlattice.errors import ConfigError
-from streamlattice.tasks import Annotations, ModelInput, TaskContext
+from streamlattice.inference.tasks import Annotations, ModelInput, TaskContext
 from workers.onnx_build import const, model
 
 HIDDEN = 384

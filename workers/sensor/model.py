@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from streamlattice.tasks import Annotations, TaskContext
+from streamlattice.inference.tasks import Annotations, TaskContext
 from workers.sensor.signals import CHANNELS, SAMPLES, generate
 
 OPSET = 21

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
-from streamlattice.tasks import Annotations, TaskContext
+from streamlattice.inference.tasks import Annotations, TaskContext
 from workers.onnx_build import const, model
 
 IMAGE = 32  # the events' image side

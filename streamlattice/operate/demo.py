@@ -18,15 +18,15 @@ from typing import Any
 import click
 import numpy as np
 
-from streamlattice.client import LatticeProducer, Result, ResultSubscriber
 from streamlattice.config import REPO_ROOT, Lattice
-from streamlattice.groups import wait_for_stable_group
-from streamlattice.kafka import KafkaSettings
-from streamlattice.models import ensure_model
-from streamlattice.ops import broker as dev
-from streamlattice.ops.loadgen import run_load
-from streamlattice.ops.status import collect_status
-from streamlattice.topics import ensure_topics
+from streamlattice.devbroker import broker as dev
+from streamlattice.inference.models import ensure_model
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.groups import wait_for_stable_group
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.operate.status import collect_status
+from streamlattice.sdk.client import LatticeProducer, Result, ResultSubscriber
+from streamlattice.sdk.loadgen import run_load
 
 DEMO_HOME = Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice"))
 # Sized for a 2-core machine: (task, region) of each worker, and each task's rate in events/s.

@@ -20,14 +20,14 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamlattice.agent import decode_heartbeats
 from streamlattice.config import Lattice
-from streamlattice.kafka import KafkaSettings, broker_count, make_admin, make_consumer
+from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
+from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
 from streamlattice.metrics import serve as serve_metrics
-from streamlattice.plans import PublishedPlan
-from streamlattice.routing import OffsetRates, TaskRouting, live_nodes
-from streamlattice.topics import TopicSpec, create_topics
+from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
+from streamlattice.router.plans import PublishedPlan
+from streamlattice.worker.agent import decode_heartbeats
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from streamlattice.agent import decode_heartbeats
 from streamlattice.config import Lattice
-from streamlattice.groups import describe_group
-from streamlattice.kafka import KafkaSettings, make_admin, make_consumer, start_client
-from streamlattice.plans import PublishedPlan
-from streamlattice.topics import require_topics
+from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer, start_client
+from streamlattice.kafka.groups import describe_group
+from streamlattice.kafka.topics import require_topics
+from streamlattice.router.plans import PublishedPlan
+from streamlattice.worker.agent import decode_heartbeats
 
 
 async def read_compacted(settings: KafkaSettings, topic: str) -> dict[bytes, bytes]:

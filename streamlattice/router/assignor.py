@@ -23,7 +23,7 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
 from streamlattice.config import Lattice
-from streamlattice.plans import PublishedPlan
+from streamlattice.router.plans import PublishedPlan
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from aiokafka.errors import for_code
 
 from streamlattice.config import Lattice
 from streamlattice.errors import NotAuthorized, StreamLatticeError, TopicMissing
-from streamlattice.kafka import KafkaSettings, make_admin, start_client
+from streamlattice.kafka.clients import KafkaSettings, make_admin, start_client
 
 TOPIC_ALREADY_EXISTS = 36
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamlattice.codec import codecs
-from streamlattice.power import Clock, PowerReading, PowerSource
+from streamlattice.power.profiles import Clock, PowerReading, PowerSource
+from streamlattice.wire.codec import codecs
 
 SMOOTHING = 0.5  # weight of the newest interval in the capacity estimate
 

@@ -1,6 +1,6 @@
 """The router's decisions, without I/O: which nodes are live, what partitions weigh, when to publish.
 
-`Router` in streamlattice.router is only the stream plumbing around this.
+`Router` in streamlattice.router.app is only the stream plumbing around this.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamlattice.config import Lattice
-from streamlattice.placement import NodeState, PartitionState, Weights, make_plan
-from streamlattice.plans import PublishedPlan, Recommendation
+from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
+from streamlattice.router.plans import PublishedPlan, Recommendation
 
 
 def weights(lattice: Lattice) -> Weights:

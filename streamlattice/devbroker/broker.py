@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamlattice.config import REPO_ROOT
+from streamlattice.devbroker.tls import BROKER_CN, make_certificates
 from streamlattice.errors import DevBrokerError
-from streamlattice.kafka import KafkaSettings, create_acls, wait_for_brokers
-from streamlattice.ops.tls import BROKER_CN, make_certificates
-from streamlattice.security import PRINCIPALS, Security, lattice_acls, read_file, write_file
+from streamlattice.kafka.clients import KafkaSettings, create_acls, wait_for_brokers
+from streamlattice.kafka.security import PRINCIPALS, Security, lattice_acls, read_file, write_file
 
 KAFKA_VERSION = "3.9.2"
-POM = Path(__file__).with_name("kafka") / "pom.xml"
+POM = Path(__file__).with_name("pom.xml")
 DEFAULT_PORT = 9092
 STATE_FILE = "cluster.json"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"

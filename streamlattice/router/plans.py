@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamlattice.codec import Record, codecs
 from streamlattice.config import Lattice
-from streamlattice.kafka import KafkaSettings, make_consumer, start_client
-from streamlattice.placement import Placement, Plan
+from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_client
+from streamlattice.placement.plan import Placement, Plan
+from streamlattice.wire.codec import Record, codecs
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from streamlattice.client import LatticeProducer
 from streamlattice.config import Task
-from streamlattice.models import import_path
+from streamlattice.inference.models import import_path
+from streamlattice.sdk.client import LatticeProducer
 
 SAMPLES_PER_DRAW = 2048
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from streamlattice.placement import NodeState, PartitionState, Weights, make_plan
-from streamlattice.power import PowerSource
+from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
+from streamlattice.power.profiles import PowerSource
 
 POLICIES = ("range", "roundrobin", "capacity", "lattice")
 SATURATED_MS = 2000.0  # service latency charged while a node runs above its capacity

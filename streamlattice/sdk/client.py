@@ -25,13 +25,13 @@ from typing import Any, Self
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamlattice.codec import Record, codecs, tensor_record, tensor_view
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import InferenceTimeout, InvalidEvent, ProducerBackpressure
-from streamlattice.kafka import KafkaSettings, make_consumer, make_producer, start_client
-from streamlattice.partitioning import partition_for
-from streamlattice.topics import require_topics
-from streamlattice.validation import check_size, check_tensor_header
+from streamlattice.inference.validation import check_size, check_tensor_header
+from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer, start_client
+from streamlattice.kafka.partitioning import partition_for
+from streamlattice.kafka.topics import require_topics
+from streamlattice.wire.codec import Record, codecs, tensor_record, tensor_view
 
 Payload = np.ndarray | str
 

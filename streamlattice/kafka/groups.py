@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import KafkaError
 
-from streamlattice.assignor import Member
 from streamlattice.errors import StreamLatticeError
-from streamlattice.kafka import KafkaSettings, make_admin, start_client
+from streamlattice.kafka.clients import KafkaSettings, make_admin, start_client
+from streamlattice.router.assignor import Member
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from aiokafka.protocol.api import Request
 
 from streamlattice.config import bootstrap_from_env
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
-from streamlattice.security import ALLOW, CONFIG_ENV, Acl, Security
+from streamlattice.kafka.security import ALLOW, CONFIG_ENV, Acl, Security
 
 # (topic, value, key, partition, headers): one record on its way out
 Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]

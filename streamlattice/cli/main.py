@@ -21,8 +21,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from streamlattice.bench import CONTENDERS
 from streamlattice.config import REPO_ROOT, Lattice, bootstrap_from_env, load_lattice
 from streamlattice.errors import BrokerUnavailable, StreamLatticeError
-from streamlattice.kafka import KafkaSettings
-from streamlattice.topics import require_topics
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.topics import require_topics
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ def broker() -> None:
 
 
 def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    from streamlattice.ops.broker import default_data_dir
+    from streamlattice.devbroker.broker import default_data_dir
 
     return click.option(
         "--data-dir",
@@ -157,7 +157,7 @@ def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 @errors_as_messages
 def broker_start(state: State, port: int | None, nodes: int, heap_mb: int | None, secure: bool, data_dir: Path) -> None:
     """Start the dev broker in the background; returns once it answers, printing its address."""
-    from streamlattice.ops import broker as dev
+    from streamlattice.devbroker import broker as dev
 
     if nodes == 2:
         raise click.BadParameter("a KRaft quorum wants 1 or 3 nodes", param_hint="--nodes")
@@ -185,7 +185,7 @@ def broker_start(state: State, port: int | None, nodes: int, heap_mb: int | None
 @errors_as_messages
 def broker_stop(data_dir: Path) -> None:
     """Stop the dev broker of a data dir cleanly."""
-    from streamlattice.ops import broker as dev
+    from streamlattice.devbroker import broker as dev
 
     dev.stop(data_dir, progress=click.echo)
 
@@ -195,7 +195,7 @@ def broker_stop(data_dir: Path) -> None:
 @errors_as_messages
 def broker_status(data_dir: Path) -> None:
     """Show the dev broker's nodes; exit 1 if none is running."""
-    from streamlattice.ops import broker as dev
+    from streamlattice.devbroker import broker as dev
 
     nodes = dev.status(data_dir)
     if not nodes:
@@ -212,7 +212,7 @@ def broker_status(data_dir: Path) -> None:
 @errors_as_messages
 def broker_install() -> None:
     """Resolve Kafka's jars with Maven into the cache (start does this on first use)."""
-    from streamlattice.ops import broker as dev
+    from streamlattice.devbroker import broker as dev
 
     click.echo(dev.install_jars(progress=lambda m: click.echo(m, err=True)))
 
@@ -229,7 +229,7 @@ def topics() -> None:
 @pass_state
 def topics_init(state: State) -> None:
     """Create every topic lattice.toml implies; safe to run again."""
-    from streamlattice.topics import ensure_topics
+    from streamlattice.kafka.topics import ensure_topics
 
     reports = run_async(ensure_topics(state.settings(), state.lattice))
     for r in reports:
@@ -252,7 +252,7 @@ def models() -> None:
 @errors_as_messages
 def models_build(state: State, tasks: tuple[str, ...], force: bool) -> None:
     """Build every task's model from the code and data in the repo; skip those up to date."""
-    from streamlattice.models import build_model
+    from streamlattice.inference.models import build_model
 
     for name in tasks or tuple(state.lattice.tasks):
         task = state.lattice.task(name)
@@ -320,7 +320,7 @@ def worker(
     leaves the group.
     """
     from streamlattice.metrics import serve as serve_metrics
-    from streamlattice.power import parse_power
+    from streamlattice.power.profiles import parse_power
     from streamlattice.worker.runtime import Worker
 
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
@@ -382,7 +382,7 @@ def router(ctx: click.Context, web_port: int, web_host: str, metrics_port: int |
     publishes changed plans to the placement topic. SIGTERM or Ctrl-C stops it; workers keep
     their last assignment meanwhile.
     """
-    from streamlattice.router import run_router
+    from streamlattice.router.app import run_router
 
     state: State = ctx.obj
     try:
@@ -406,7 +406,7 @@ def status(state: State, watch: bool, interval: float, as_json: bool) -> None:
     """Where work runs and how it is doing: per task, each node's partitions, lag, rates and power."""
     import json
 
-    from streamlattice.ops.status import collect_status, render
+    from streamlattice.operate.status import collect_status, render
 
     while True:
         snapshot = run_async(collect_status(state.lattice, state.settings("streamlattice-status")))
@@ -455,7 +455,7 @@ def scale(
     drain, commit and exit, and this waits for them. The supervisor's state outlives this
     command, so running it again with the same N changes nothing.
     """
-    from streamlattice.ops.supervisor import Supervisor, auto_targets
+    from streamlattice.operate.supervisor import Supervisor, auto_targets
 
     sup = Supervisor(state.lattice, state.bootstrap)
     extra: tuple[str, ...] = ("--power", power) if power else ()
@@ -498,8 +498,8 @@ def scale(
 
 async def newest_plan(lattice: Lattice, settings: KafkaSettings, task: str) -> Any:
     """The router's newest plan for `task`, or None."""
-    from streamlattice.ops.status import read_compacted
-    from streamlattice.plans import PublishedPlan
+    from streamlattice.operate.status import read_compacted
+    from streamlattice.router.plans import PublishedPlan
 
     value = (await read_compacted(settings, lattice.placement_topic)).get(task.encode())
     return PublishedPlan.decode(value) if value else None
@@ -536,7 +536,7 @@ def simulate(
     and the lattice, side by side (carbon per 1,000 inferences, renewable share, latency, overload, moves)."""
     import json
 
-    from streamlattice.ops.simulate import run, table
+    from streamlattice.sim.simulate import run, table
 
     summary = run(state.lattice, hours, regions, nodes, load, png)
     click.echo(json.dumps(summary) if as_json else table(summary))
@@ -641,8 +641,8 @@ def produce(
     seed: int,
 ) -> None:
     """Publish generated events for a task (a load generator with a progress bar)."""
-    from streamlattice.client import LatticeProducer
-    from streamlattice.ops.loadgen import run_load
+    from streamlattice.sdk.client import LatticeProducer
+    from streamlattice.sdk.loadgen import run_load
 
     try:
         names = _regions(state, regions)
@@ -694,7 +694,7 @@ def results(
     state: State, task: str, regions: tuple[str, ...], follow: bool, from_beginning: bool, limit: int | None
 ) -> None:
     """Print a task's results: those retained (default) or, with --follow, new ones as they arrive."""
-    from streamlattice.client import ResultSubscriber
+    from streamlattice.sdk.client import ResultSubscriber
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -741,7 +741,7 @@ def demo(state: State, duration: float | None) -> None:
     it at the end. Ctrl-C stops everything it started. With --duration it runs that long and
     ends with a summary; the exit code is 0 only if results arrived in every region.
     """
-    from streamlattice.ops.demo import run_demo
+    from streamlattice.operate.demo import run_demo
 
     live = duration is None and sys.stdout.isatty()
     try:

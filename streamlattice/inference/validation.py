@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamlattice.codec import Record
 from streamlattice.config import Task
 from streamlattice.errors import InvalidEvent, PayloadTooLarge
+from streamlattice.wire.codec import Record
 
 
 def check_size(task: Task, size: int) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from streamlattice.config import Lattice
-from streamlattice.power import Grid, PowerSource, Solar, Wind, parse_power
-from streamlattice.routing import weights
-from streamlattice.simulation import POLICIES, PolicyResult, Scenario, SimNode, SimRegion, simulate, synthetic
+from streamlattice.power.profiles import Grid, PowerSource, Solar, Wind, parse_power
+from streamlattice.router.decisions import weights
+from streamlattice.sim.simulation import POLICIES, PolicyResult, Scenario, SimNode, SimRegion, simulate, synthetic
 
 START = datetime(2026, 6, 21, tzinfo=UTC).timestamp()  # a fixed day: the same run every time
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from streamlattice.config import Task
 from streamlattice.errors import ConfigError
-from streamlattice.models import LoadedModel, import_path
+from streamlattice.inference.models import LoadedModel, import_path
 
 
 @dataclass

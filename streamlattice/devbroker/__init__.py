@@ -1,0 +1,1 @@
+"""The dev broker: real Apache Kafka in KRaft mode from jars Maven resolves, no Docker."""

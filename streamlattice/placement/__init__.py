@@ -1,0 +1,1 @@
+"""Pure placement decisions: which node serves which partition, and how the group leader hands them out; no I/O."""
