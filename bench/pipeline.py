@@ -34,8 +34,9 @@ from streamlattice.inference.tasks import TaskRuntime  # noqa: E402
 from streamlattice.kafka.clients import KafkaSettings  # noqa: E402
 from streamlattice.kafka.groups import wait_for_stable_group  # noqa: E402
 from streamlattice.kafka.topics import ensure_topics  # noqa: E402
-from streamlattice.sdk.client import LatticeProducer, Result, ResultSubscriber  # noqa: E402
+from streamlattice.sdk.client import LatticeProducer, ResultSubscriber  # noqa: E402
 from streamlattice.sdk.loadgen import sample_payloads  # noqa: E402
+from streamlattice.wire.records import Result  # noqa: E402
 
 # per task: batch sizes to sweep, backlog size, steady rate for the latency run
 PLAN = {

@@ -2,7 +2,8 @@
 
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import StreamLatticeError
-from streamlattice.sdk.client import LatticeClient, LatticeProducer, Result, ResultSubscriber
+from streamlattice.sdk.client import LatticeClient, LatticeProducer, ResultSubscriber
+from streamlattice.wire.records import Result
 
 __all__ = [
     "Lattice",

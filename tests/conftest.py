@@ -25,8 +25,9 @@ from streamlattice.devbroker import broker as dev
 from streamlattice.inference.models import build_model
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer
 from streamlattice.kafka.topics import ensure_topics
-from streamlattice.sdk.client import Result, ResultSubscriber
+from streamlattice.sdk.client import ResultSubscriber
 from streamlattice.wire.codec import codecs
+from streamlattice.wire.records import Result
 
 REPO = Path(__file__).resolve().parents[1]
 # Rows of the fault-injection suite: (scenario, mode, events, lost, duplicates, recovery s)

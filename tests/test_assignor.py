@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlattice.router.assignor import AssignmentInfo, Member, assign_by_plan, assign_sticky_region_local
+from streamlattice.placement.assignment import AssignmentInfo, Member, assign_by_plan, assign_sticky_region_local
 
 REGION_OF = {p: ("eu" if p < 4 else "us" if p < 8 else "ap") for p in range(12)}
 

@@ -31,7 +31,9 @@ from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, 
 from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.kafka.clients import KafkaSettings, make_admin
-from streamlattice.sdk.client import LatticeProducer, Result, now_us
+from streamlattice.sdk.client import LatticeProducer
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.records import Result
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(300)]

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from streamlattice.errors import ConfigError
-from streamlattice.power.profiles import Clock, CsvSource, Grid, HttpSource, Solar, Static, Wind, parse_power
+from streamlattice.power.feeds import CsvSource, HttpSource
+from streamlattice.power.profiles import Clock, Grid, Solar, Static, Wind
+from streamlattice.power.sources import parse_power
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = datetime(2026, 6, 21, tzinfo=UTC).timestamp()

@@ -7,7 +7,7 @@ from pathlib import Path
 from streamlattice.config import DEFAULT_CONFIG, load_lattice
 from streamlattice.placement.plan import NodeState
 from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
-from streamlattice.router.plans import PublishedPlan
+from streamlattice.wire.records import PublishedPlan
 
 LATTICE = load_lattice(DEFAULT_CONFIG)
 

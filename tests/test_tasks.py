@@ -17,7 +17,8 @@ from streamlattice.config import Lattice, load_lattice
 from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import ensure_topics
-from streamlattice.sdk.client import LatticeProducer, now_us
+from streamlattice.sdk.client import LatticeProducer
+from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import codecs, tensor_record
 from workers.language import model as language
 from workers.onnx_build import IR_VERSION, OPSET

@@ -39,7 +39,7 @@ from streamlattice.inference.models import load_model
 from streamlattice.inference.tasks import TaskRuntime
 from streamlattice.inference.validation import check_event
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer
-from streamlattice.sdk.client import now_us
+from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Record, codecs, tensor_record, tensor_view
 
 Handler = Callable[[bytes], bytes]

@@ -320,7 +320,7 @@ def worker(
     leaves the group.
     """
     from streamlattice.metrics import serve as serve_metrics
-    from streamlattice.power.profiles import parse_power
+    from streamlattice.power.sources import parse_power
     from streamlattice.worker.runtime import Worker
 
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
@@ -498,8 +498,8 @@ def scale(
 
 async def newest_plan(lattice: Lattice, settings: KafkaSettings, task: str) -> Any:
     """The router's newest plan for `task`, or None."""
-    from streamlattice.operate.status import read_compacted
-    from streamlattice.router.plans import PublishedPlan
+    from streamlattice.kafka.compacted import read_compacted
+    from streamlattice.wire.records import PublishedPlan
 
     value = (await read_compacted(settings, lattice.placement_topic)).get(task.encode())
     return PublishedPlan.decode(value) if value else None

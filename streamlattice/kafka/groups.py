@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from streamlattice.errors import StreamLatticeError
 from streamlattice.kafka.clients import KafkaSettings, make_admin, start_client
-from streamlattice.router.assignor import Member
+from streamlattice.placement.assignment import Member
 
 
 @dataclass(frozen=True)

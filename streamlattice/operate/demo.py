@@ -25,8 +25,9 @@ from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.groups import wait_for_stable_group
 from streamlattice.kafka.topics import ensure_topics
 from streamlattice.operate.status import collect_status
-from streamlattice.sdk.client import LatticeProducer, Result, ResultSubscriber
+from streamlattice.sdk.client import LatticeProducer, ResultSubscriber
 from streamlattice.sdk.loadgen import run_load
+from streamlattice.wire.records import Result
 
 DEMO_HOME = Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice"))
 # Sized for a 2-core machine: (task, region) of each worker, and each task's rate in events/s.

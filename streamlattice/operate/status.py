@@ -6,50 +6,22 @@ from their compacted topics. Nothing here needs the router to be up.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer, start_client
+from streamlattice.kafka.compacted import read_compacted
 from streamlattice.kafka.groups import describe_group
-from streamlattice.kafka.topics import require_topics
-from streamlattice.router.plans import PublishedPlan
-from streamlattice.worker.agent import decode_heartbeats
-
-
-async def read_compacted(settings: KafkaSettings, topic: str) -> dict[bytes, bytes]:
-    """The newest value of every key in a compacted topic, read from its start to its current end."""
-    count = (await require_topics(settings, [topic]))[topic]
-    consumer = make_consumer(settings)
-    await start_client(consumer, settings)
-    latest: dict[bytes, bytes] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in range(count)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + 10
-        while remaining and time.monotonic() < deadline:
-            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                for m in msgs:
-                    if m.key is not None:
-                        if m.value is None:
-                            latest.pop(m.key, None)
-                        else:
-                            latest[m.key] = m.value
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return latest
+from streamlattice.kafka.lag import group_offsets
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.records import PublishedPlan, decode_heartbeats
 
 
 async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str, Any]:
     """Everything `status` shows, as one JSON-able dict."""
-    now_us = time.time_ns() // 1000
+    now = now_us()
     beats = decode_heartbeats((await read_compacted(settings, lattice.heartbeats_topic)).values())
     heartbeats = {beat["node_id"]: beat for beat in beats}
     plans = {}
@@ -66,25 +38,23 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
     try:
         for task in lattice.tasks:
             tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
-            ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(lattice.group_id(task), partitions=tps)
+            offsets = await group_offsets(admin, consumer, lattice.group_id(task), tps)
             group = await describe_group(settings, lattice.group_id(task))
             owner = {p: m.node_id for m in group.members for p in m.partitions}
             plan = plans.get(task)
             planned = plan.assignment if plan else {}
             partitions = []
             for tp in tps:
-                done = committed.get(tp)
-                offset = done.offset if done is not None and done.offset >= 0 else 0
+                o = offsets[tp]
                 partitions.append(
                     {
                         "partition": tp.partition,
                         "region": lattice.region_of_partition(tp.partition).name,
                         "owner": owner.get(tp.partition),
                         "planned_node": planned.get(tp.partition),
-                        "end_offset": ends[tp],
-                        "committed": offset,
-                        "lag": max(ends[tp] - offset, 0),
+                        "end_offset": o.end,
+                        "committed": o.committed or 0,
+                        "lag": o.lag,
                     }
                 )
             nodes = []
@@ -101,7 +71,7 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
                         "renewable_fraction": round(hb["renewable_fraction"], 3) if hb else None,
                         "carbon_intensity": round(hb["carbon_intensity"]) if hb else None,
                         "providers": hb["providers"] if hb else None,
-                        "heartbeat_age_s": round((now_us - hb["time_us"]) / 1e6, 1) if hb else None,
+                        "heartbeat_age_s": round((now - hb["time_us"]) / 1e6, 1) if hb else None,
                     }
                 )
             tasks[task] = {
@@ -112,7 +82,7 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
                 "lag": sum(p["lag"] for p in partitions),
                 "plan": {
                     "epoch": plan.epoch,
-                    "age_s": round(plan.age_s(now_us), 1),
+                    "age_s": round(plan.age_s(now), 1),
                     "moves": plan.moves,
                     "recommended_replicas": {r.region: r.replicas for r in plan.recommendations},
                 }
@@ -122,7 +92,7 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
     finally:
         await consumer.stop()
         await admin.close()
-    return {"bootstrap": settings.bootstrap, "namespace": lattice.namespace, "time_us": now_us, "tasks": tasks}
+    return {"bootstrap": settings.bootstrap, "namespace": lattice.namespace, "time_us": now, "tasks": tasks}
 
 
 def render(status: dict[str, Any], color: bool = True) -> str:

@@ -1,35 +1,17 @@
-"""Where a node's power comes from: simulated profiles, a CSV of readings, or an HTTP JSON feed.
+"""Simulated power: profiles that are pure functions of time, and the clock they are read on.
 
 Every source answers `read(t)` for a time `t` (seconds since the epoch) with the renewable
 fraction of the node's electricity and its grid's carbon intensity (gCO2/kWh). The
-profiles are pure functions of time, deterministic for a seed; a `Clock` lets a day of
-power pass in minutes for demos and tests. Spec strings, as `--power` takes them:
-
-    solar[:clouds=0.3,seed=1]   the sun over the region's time zone, with passing clouds
-    wind[:seed=2]               gusty renewable supply that drifts over hours
-    grid                        a fossil-heavy grid whose carbon peaks in the evening
-    static:renewable=0.9,carbon=40
-    csv:PATH                    timestamped readings (epoch seconds or ISO 8601), replayed in a loop
-    http://HOST/PATH            a JSON feed: {"renewable_fraction": .., "carbon_intensity": ..}
+profiles are deterministic for a seed; a `Clock` lets a day of power pass in minutes for
+demos and tests. Recorded and live data come from streamlattice.power.feeds.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
 import math
 import time
-import urllib.request
-from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Protocol
-
-from streamlattice.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 DIRTY_G_PER_KWH = 700.0  # coal and gas at the margin
 CLEAN_G_PER_KWH = 20.0  # wind and solar, life-cycle
@@ -161,99 +143,3 @@ class Static:
     def read(self, t: float) -> PowerReading:
         """The same reading at any time."""
         return PowerReading(self.renewable_fraction, self.carbon_intensity)
-
-
-class CsvSource:
-    """Readings from a CSV file (time, renewable_fraction, carbon_intensity), interpolated and looped."""
-
-    def __init__(self, path: Path) -> None:
-        self.name = f"csv:{path.name}"
-        rows: list[tuple[float, float, float]] = []
-        try:
-            with path.open() as f:
-                for row in csv.DictReader(f):
-                    rows.append(
-                        (_timestamp(row["time"]), float(row["renewable_fraction"]), float(row["carbon_intensity"]))
-                    )
-        except (OSError, KeyError, ValueError) as e:
-            raise ConfigError(
-                f"power CSV {path} unreadable ({e}); it needs columns time, renewable_fraction, carbon_intensity"
-            ) from None
-        if len(rows) < 2:
-            raise ConfigError(f"power CSV {path} needs at least two readings")
-        rows.sort()
-        self.times = [r[0] for r in rows]
-        self.rows = rows
-        self.span = self.times[-1] - self.times[0]
-
-    def read(self, t: float) -> PowerReading:
-        """The interpolated reading at `t`, looping over the file's time span."""
-        t0 = self.times[0]
-        x = t0 + ((t - t0) % self.span if self.span else 0.0)
-        i = min(max(bisect_right(self.times, x) - 1, 0), len(self.rows) - 2)
-        (ta, ra, ca), (tb, rb, cb) = self.rows[i], self.rows[i + 1]
-        w = 0.0 if tb == ta else min(max((x - ta) / (tb - ta), 0.0), 1.0)
-        return PowerReading(ra + (rb - ra) * w, ca + (cb - ca) * w)
-
-
-def _timestamp(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-class HttpSource:
-    """A JSON feed of the current reading, fetched at most every `ttl_s`; the last good one on failure."""
-
-    def __init__(self, url: str, ttl_s: float = 2.0, timeout_s: float = 2.0) -> None:
-        self.name = "http"
-        self.url = url
-        self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
-        self._last: PowerReading | None = None
-        self._fetched = 0.0
-        self._failing = False
-
-    def read(self, t: float) -> PowerReading:
-        """The feed's reading (the time is the feed's business)."""
-        if self._last is None or time.monotonic() - self._fetched >= self.ttl_s:
-            try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:
-                    raw = json.loads(resp.read())
-                self._last = PowerReading(float(raw["renewable_fraction"]), float(raw["carbon_intensity"]))
-                self._failing = False
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                if not self._failing:
-                    log.warning("power feed %s failed (%s); keeping the last reading", self.url, e)
-                self._failing = True
-                if self._last is None:
-                    self._last = mix(0.0)  # assume the worst until the feed answers
-            self._fetched = time.monotonic()
-        return self._last
-
-
-def parse_power(spec: str, tz_hours: float = 0.0) -> PowerSource:
-    """A power source from its spec string (see the module docstring)."""
-    if spec.startswith(("http://", "https://")):
-        return HttpSource(spec)
-    kind, _, rest = spec.partition(":")
-    if kind == "csv":
-        return CsvSource(Path(rest))
-    try:
-        opts = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in rest.split(",") if p.strip())}
-    except ValueError:
-        raise ConfigError(f"power spec {spec!r}: options are name=number pairs, e.g. solar:clouds=0.3") from None
-    seed = int(opts.pop("seed", 0))
-    try:
-        if kind == "solar":
-            return Solar(tz_hours=tz_hours, seed=seed, **opts)  # type: ignore[arg-type]
-        if kind == "wind":
-            return Wind(seed=seed or 1, **opts)  # type: ignore[arg-type]
-        if kind == "grid":
-            return Grid(tz_hours=tz_hours, **opts)  # type: ignore[arg-type]
-        if kind == "static":
-            return Static(opts.get("renewable", 0.0), opts.get("carbon", DIRTY_G_PER_KWH))
-    except TypeError as e:
-        raise ConfigError(f"power spec {spec!r}: {e}") from None
-    raise ConfigError(f"unknown power source {spec!r} (solar, wind, grid, static:..., csv:PATH, http://...)")

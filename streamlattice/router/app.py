@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import faust
@@ -22,12 +21,14 @@ from aiokafka.errors import KafkaError
 
 from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
+from streamlattice.kafka.compacted import CompactedReader
+from streamlattice.kafka.lag import group_offsets
 from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
 from streamlattice.metrics import serve as serve_metrics
 from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
-from streamlattice.router.plans import PublishedPlan
-from streamlattice.worker.agent import decode_heartbeats
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.records import PublishedPlan, decode_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,13 @@ class RouterView:
 
     def as_json(self, heartbeats: list[dict[str, Any]]) -> dict[str, Any]:
         """The operator's view: nodes, and per task the plan with the reason for every partition."""
-        now_us = time.time_ns() // 1000
+        now = now_us()
         timeout = self.lattice.settings.node_timeout_s
         nodes = [
             {
                 **{k: v for k, v in hb.items() if k != "partition_load_eps"},
-                "age_s": round((now_us - hb["time_us"]) / 1e6, 1),
-                "live": not hb["stopping"] and (now_us - hb["time_us"]) / 1e6 <= timeout,
+                "age_s": round((now - hb["time_us"]) / 1e6, 1),
+                "live": not hb["stopping"] and (now - hb["time_us"]) / 1e6 <= timeout,
             }
             for hb in sorted(heartbeats, key=lambda h: (h["task"], h["node_id"]))
         ]
@@ -59,7 +60,7 @@ class RouterView:
             plan = routing.last
             tasks[name] = {
                 "epoch": routing.epoch,
-                "age_s": round(plan.age_s(now_us), 1) if plan else None,
+                "age_s": round(plan.age_s(now), 1) if plan else None,
                 "moves": plan.moves if plan else 0,
                 "recommendations": [r.__dict__ for r in plan.recommendations] if plan else [],
                 "partitions": [
@@ -123,20 +124,18 @@ def make_app(
     @app.task
     async def recover_plans() -> None:
         """Take up the epochs of the plans this router (or its predecessor) published."""
-        consumer = make_consumer(settings.with_client_id(f"{lattice.namespace}-router-recover"))
-        await consumer.start()
+        reader = CompactedReader(
+            settings.with_client_id(f"{lattice.namespace}-router-recover"), lattice.placement_topic
+        )
+        await reader.start()
         try:
-            tp = TopicPartition(lattice.placement_topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    task = m.key.decode() if m.key else ""
-                    if task in view.tasks and m.value:
-                        view.tasks[task].recover(PublishedPlan.decode(m.value))
+            # no deadline: planning before the epochs are known would publish stale epochs
+            newest = await reader.read_to_end(timeout_s=float("inf"))
         finally:
-            await consumer.stop()
+            await reader.stop()
+        for key, value in newest.items():
+            if key.decode() in view.tasks:
+                view.tasks[key.decode()].recover(PublishedPlan.decode(value))
         clients["recovered"] = True
         log.info("router: recovered epochs %s", {t: r.epoch for t, r in view.tasks.items()})
 
@@ -147,25 +146,22 @@ def make_app(
             clients["admin"] = make_admin(settings.with_client_id(f"{lattice.namespace}-router-admin"))
             await clients["admin"].start()
         tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
-        ends = await clients["offsets"].end_offsets(tps)
-        view.rates[task].observe({tp.partition: e for tp, e in ends.items()})
-        committed = await clients["admin"].list_consumer_group_offsets(lattice.group_id(task), partitions=tps)
-        view.lag[task] = {
-            tp.partition: max(ends[tp] - meta.offset, 0) for tp, meta in committed.items() if meta.offset >= 0
-        }
+        offsets = await group_offsets(clients["admin"], clients["offsets"], lattice.group_id(task), tps)
+        view.rates[task].observe({tp.partition: o.end for tp, o in offsets.items()})
+        view.lag[task] = {tp.partition: o.lag for tp, o in offsets.items() if o.committed is not None}
 
     @app.timer(interval=lattice.settings.plan_interval_s)
     async def replan() -> None:
         if not clients.get("recovered"):
             return
-        now_us = time.time_ns() // 1000
+        now = now_us()
         known = heartbeats()
         for task, routing in view.tasks.items():
             try:
                 await measure(task)
             except KafkaError as e:
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
-            live = live_nodes(known, task, now_us, lattice.settings.node_timeout_s)
+            live = live_nodes(known, task, now, lattice.settings.node_timeout_s)
             plan = routing.decide(
                 lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s, lag=view.lag[task]
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from streamlattice.config import Lattice
 from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
-from streamlattice.router.plans import PublishedPlan, Recommendation
+from streamlattice.wire.records import PublishedPlan, Recommendation
 
 
 def weights(lattice: Lattice) -> Weights:

@@ -1,86 +1,20 @@
-"""Placement plans on the wire, and the follower that keeps a worker's view of the newest one."""
+"""The plan follower: a worker's view of the router's newest plan for its task."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamlattice.config import Lattice
-from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_client
-from streamlattice.placement.plan import Placement, Plan
-from streamlattice.wire.codec import Record, codecs
+from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.compacted import CompactedReader
+from streamlattice.wire.records import PublishedPlan
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """How many workers a region of a task needs now, and the numbers behind it."""
-
-    region: str
-    replicas: int
-    arrival_eps: float
-    lag: int
-    capacity_eps: float
-
-
-@dataclass(frozen=True)
-class PublishedPlan:
-    """A plan as the router published it for one task."""
-
-    task: str
-    epoch: int
-    created_us: int
-    moves: int
-    placements: tuple[Placement, ...]
-    recommendations: tuple[Recommendation, ...] = ()
-
-    @property
-    def assignment(self) -> dict[int, str]:
-        """Partition -> node id."""
-        return {p.partition: p.node_id for p in self.placements}
-
-    def age_s(self, now_us: int | None = None) -> float:
-        """Seconds since the router (re)published it."""
-        return ((now_us or time.time_ns() // 1000) - self.created_us) / 1e6
-
-    def encode(self) -> bytes:
-        """The PlacementPlan record."""
-        return codecs().placement.encode(
-            {
-                "task": self.task,
-                "epoch": self.epoch,
-                "created_us": self.created_us,
-                "moves": self.moves,
-                "assignments": [asdict(p) for p in self.placements],
-                "recommendations": [asdict(r) for r in self.recommendations],
-            }
-        )
-
-    @classmethod
-    def decode(cls, value: bytes) -> PublishedPlan:
-        """A plan of a PlacementPlan record."""
-        rec: Record = codecs().placement.decode(value)
-        return cls(
-            rec["task"],
-            rec["epoch"],
-            rec["created_us"],
-            rec["moves"],
-            tuple(Placement(**a) for a in rec["assignments"]),
-            tuple(Recommendation(**r) for r in rec["recommendations"]),
-        )
-
-    @classmethod
-    def of(cls, task: str, epoch: int, plan: Plan, recommendations: tuple[Recommendation, ...] = ()) -> PublishedPlan:
-        """A plan to publish now."""
-        return cls(task, epoch, time.time_ns() // 1000, plan.moves, plan.placements, recommendations)
 
 
 class PlanFollower:
@@ -102,7 +36,7 @@ class PlanFollower:
         self.on_plan = on_plan
         self.latest: PublishedPlan | None = None
         self.caught_up = asyncio.Event()
-        self._consumer = make_consumer(self.settings)
+        self._reader = CompactedReader(self.settings, lattice.placement_topic)
         self._task: asyncio.Task[None] | None = None
 
     def current(self, stale_s: float) -> PublishedPlan | None:
@@ -112,11 +46,8 @@ class PlanFollower:
 
     async def start(self) -> None:
         """Connect and start following."""
-        await start_client(self._consumer, self.settings)
-        tp = TopicPartition(self.lattice.placement_topic, 0)
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_beginning(tp)
-        self._task = asyncio.create_task(self._follow(tp), name="plan-follower")
+        await self._reader.start()
+        self._task = asyncio.create_task(self._follow(), name="plan-follower")
 
     async def stop(self) -> None:
         """Stop following."""
@@ -124,20 +55,19 @@ class PlanFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        await self._reader.stop()
 
-    async def _follow(self, tp: TopicPartition) -> None:
-        end = (await self._consumer.end_offsets([tp]))[tp]
-        if end == 0:
-            self.caught_up.set()
+    async def _follow(self) -> None:
         while True:
+            if not self.caught_up.is_set() and await self._reader.caught_up():
+                self.caught_up.set()
             try:
-                fetched = await self._consumer.getmany(timeout_ms=500)
+                fetched = await self._reader.fetch(timeout_ms=500)
             except KafkaError as e:
                 log.warning("reading plans failed (%s); retrying", e)
                 await asyncio.sleep(1)
                 continue
-            for m in fetched.get(tp, []):
+            for m in fetched:
                 if m.key != self.task.encode() or m.value is None:
                     continue
                 try:
@@ -150,7 +80,3 @@ class PlanFollower:
                     self.latest = plan
                 if newer and self.on_plan is not None:
                     self.on_plan(plan)
-                if m.offset + 1 >= end:
-                    self.caught_up.set()
-            if not self.caught_up.is_set() and await self._consumer.position(tp) >= end:
-                self.caught_up.set()

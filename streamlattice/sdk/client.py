@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,14 +29,11 @@ from streamlattice.inference.validation import check_size, check_tensor_header
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import require_topics
-from streamlattice.wire.codec import Record, codecs, tensor_record, tensor_view
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.codec import Record, codecs, tensor_record
+from streamlattice.wire.records import Result
 
 Payload = np.ndarray | str
-
-
-def now_us() -> int:
-    """Wall-clock time in microseconds since the epoch (the unit of every record timestamp)."""
-    return time.time_ns() // 1000
 
 
 def encode_event(
@@ -194,42 +189,6 @@ class LatticeProducer(_AsyncService):
     async def flush(self) -> None:
         """Wait until every submitted event is delivered."""
         await self._producer.flush()
-
-
-@dataclass(frozen=True)
-class Result:
-    """A decoded result record, with when it reached this subscriber."""
-
-    event_id: str
-    task: str
-    region: str
-    source_id: str
-    node_id: str
-    model_name: str
-    model_version: str
-    label: str | None
-    score: float | None
-    flags: list[str]
-    outputs: dict[str, np.ndarray]
-    event_time_us: int
-    consumed_us: int
-    inferred_us: int
-    produced_us: int
-    energy_j: float
-    carbon_g: float
-    received_us: int
-    partition: int
-
-    @classmethod
-    def from_record(cls, rec: Record, partition: int, received_us: int) -> Result:
-        """A Result of a decoded Avro record."""
-        outputs = {name: tensor_view(t) for name, t in rec.pop("outputs").items()}
-        return cls(outputs=outputs, received_us=received_us, partition=partition, **rec)
-
-    @property
-    def latency_ms(self) -> float:
-        """End to end: from the event's time to this subscriber receiving the result."""
-        return (self.received_us - self.event_time_us) / 1000
 
 
 def result_partitions(lattice: Lattice, task: str, regions: Iterable[str] | None) -> list[TopicPartition]:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from streamlattice.config import Lattice
-from streamlattice.power.profiles import Grid, PowerSource, Solar, Wind, parse_power
+from streamlattice.power.profiles import Grid, PowerSource, Solar, Wind
+from streamlattice.power.sources import parse_power
 from streamlattice.router.decisions import weights
 from streamlattice.sim.simulation import POLICIES, PolicyResult, Scenario, SimNode, SimRegion, simulate, synthetic
 

@@ -19,10 +19,10 @@ import numpy as np
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streamlattice.config import REPO_ROOT
 from streamlattice.errors import InvalidEvent
 
-SCHEMA_DIR = REPO_ROOT / "schemas"
+# The package data copy of the repository's schemas/ (in a checkout, a link to it).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 # Named types other schemas refer to; parsed first.

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from streamlattice.power.profiles import Clock, PowerReading, PowerSource
-from streamlattice.wire.codec import codecs
+from streamlattice.power.sources import PowerMeter
+from streamlattice.wire.clock import now_us
 
 SMOOTHING = 0.5  # weight of the newest interval in the capacity estimate
 
@@ -57,35 +56,6 @@ class Meter:
         self._events, self._busy_s, self._consumed, self._since = 0, 0.0, 0, now
 
 
-@dataclass
-class PowerMeter:
-    """The node's power source read on a (possibly accelerated) clock, cached between heartbeats."""
-
-    source: PowerSource
-    clock: Clock
-    reading: PowerReading = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.refresh()
-
-    def refresh(self) -> PowerReading:
-        """Read the source now."""
-        self.reading = self.source.read(self.clock.now())
-        return self.reading
-
-
-def decode_heartbeats(values: Iterable[bytes]) -> list[dict[str, Any]]:
-    """Heartbeat records of raw values; bytes that are not a heartbeat are skipped, not fatal."""
-    decode = codecs().heartbeat.decode
-    out = []
-    for value in values:
-        try:
-            out.append(decode(value))
-        except Exception:  # someone else's bytes on the topic
-            continue
-    return out
-
-
 def heartbeat_record(
     *,
     node_id: str,
@@ -116,6 +86,6 @@ def heartbeat_record(
         "renewable_fraction": power.reading.renewable_fraction,
         "carbon_intensity": power.reading.carbon_intensity,
         "power_source": power.source.name,
-        "time_us": time.time_ns() // 1000,
+        "time_us": now_us(),
         "stopping": stopping,
     }

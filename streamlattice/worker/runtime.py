@@ -37,12 +37,15 @@ from streamlattice.kafka.clients import KafkaSettings, Message, make_consumer, m
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
-from streamlattice.power.profiles import Clock, PowerSource, parse_power
-from streamlattice.router.assignor import AssignmentInfo, Member, lattice_assignor, request_rebalance
-from streamlattice.router.plans import PlanFollower, PublishedPlan
-from streamlattice.sdk.client import now_us
+from streamlattice.placement.assignment import AssignmentInfo, Member
+from streamlattice.power.profiles import Clock, PowerSource
+from streamlattice.power.sources import PowerMeter, parse_power
+from streamlattice.router.assignor import lattice_assignor, request_rebalance
+from streamlattice.router.plans import PlanFollower
+from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Record, codecs, stack_tensors, tensor_rows
-from streamlattice.worker.agent import Meter, PowerMeter, heartbeat_record
+from streamlattice.wire.records import PublishedPlan
+from streamlattice.worker.agent import Meter, heartbeat_record
 from streamlattice.worker.transactions import PartitionLost, PartitionTransactions
 
 log = logging.getLogger(__name__)
