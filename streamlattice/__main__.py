@@ -1,5 +1,5 @@
 """`python -m streamlattice` is the `streamlattice` command."""
 
-from streamlattice.cli.main import main
+from streamlattice.cli import main
 
 main()

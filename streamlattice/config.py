@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from streamlattice.errors import ConfigError
+from streamlattice.paths import DEFAULT_LATTICE, default_models_base
 from streamlattice.placement.plan import Weights
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "lattice.toml"
+DEFAULT_CONFIG = DEFAULT_LATTICE
 DEFAULT_BOOTSTRAP = "localhost:9092"
 INPUT_KINDS = ("tensor", "text")
 TASK_KEYS = frozenset(
@@ -178,7 +178,7 @@ class Lattice:
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """Which lattice.toml to read: the argument, $STREAMLATTICE_CONFIG, ./lattice.toml, the repo's."""
+    """Which lattice.toml to read: the argument, $STREAMLATTICE_CONFIG, ./lattice.toml, else the built-in one."""
     if path is not None:
         return Path(path)
     if env := os.environ.get("STREAMLATTICE_CONFIG"):
@@ -188,15 +188,20 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_lattice(path: str | os.PathLike[str] | None = None) -> Lattice:
-    """Read and check a lattice.toml."""
+    """Read and check a lattice.toml.
+
+    Relative `model =` paths are relative to the file's folder; those of the built-in lattice
+    to streamlattice.paths.default_models_base() (the checkout, or the user's data dir).
+    """
     p = config_path(path)
     try:
         raw = tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{p} not found (pass --config or set STREAMLATTICE_CONFIG)") from None
+        raise ConfigError(f"{p} not found (pass --config FILE or set STREAMLATTICE_CONFIG)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p} is not valid TOML: {e}") from None
-    return parse_lattice(raw, base_dir=p.resolve().parent, source=p)
+    builtin = p.resolve() == DEFAULT_LATTICE.resolve()
+    return parse_lattice(raw, base_dir=default_models_base() if builtin else p.resolve().parent, source=p)
 
 
 def parse_lattice(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Lattice:

@@ -10,7 +10,7 @@ import pytest
 from test_cli import sl
 
 from streamlattice.bench import CONTENDERS, harness, report
-from streamlattice.config import REPO_ROOT, load_lattice
+from streamlattice.config import DEFAULT_CONFIG, load_lattice
 from streamlattice.sdk.client import encode_event
 from streamlattice.wire.codec import codecs
 
@@ -19,7 +19,7 @@ TINY = harness.Plan(repeats=1, backlog={"sensor": 10_000}, window_s=3.0, load_s=
 
 
 def test_event_id_and_time_are_read_from_the_first_bytes_alone() -> None:
-    lattice = load_lattice(REPO_ROOT / "lattice.toml")
+    lattice = load_lattice(DEFAULT_CONFIG)
     event_id, _, value = encode_event(lattice, "sensor", "eu-west", "m-1", np.zeros((3, 64), np.float32), 123456789)
     assert harness.event_id_of(value) == event_id
     # what the transport limit forwards: only a result's worth of the event's first bytes

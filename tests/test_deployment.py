@@ -13,7 +13,7 @@ import click
 import pytest
 import yaml
 
-from streamlattice.cli.main import cli
+from streamlattice.cli import cli
 from streamlattice.metrics import RouterMetrics, WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -46,7 +46,7 @@ import numpy as np
 
 from streamlattice.bench import CONTENDERS
 from streamlattice.bench.contenders import peak_rss_mb
-from streamlattice.config import REPO_ROOT, Lattice, load_lattice
+from streamlattice.config import DEFAULT_CONFIG, Lattice, load_lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.errors import StreamLatticeError
 from streamlattice.inference.models import build_model, load_model
@@ -596,7 +596,7 @@ def run(
 ) -> dict[str, Any]:
     """Run the benchmark; returns the results object."""
     _require_extra(contenders)
-    base = load_lattice(config or REPO_ROOT / "lattice.toml")
+    base = load_lattice(config or DEFAULT_CONFIG)
     split = default_cores() if pinning else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sl-bench-") as tmp:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamlattice.config import REPO_ROOT
+from streamlattice import paths
 from streamlattice.devbroker.tls import BROKER_CN, make_certificates
 from streamlattice.errors import DevBrokerError
 from streamlattice.kafka.clients import KafkaSettings, create_acls, wait_for_brokers
@@ -35,14 +35,9 @@ STATE_FILE = "cluster.json"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 
 
-def cache_dir() -> Path:
-    """Where downloaded jars and built models live: $STREAMLATTICE_CACHE or .cache in the repo."""
-    return Path(os.environ.get("STREAMLATTICE_CACHE", REPO_ROOT / ".cache"))
-
-
 def default_data_dir() -> Path:
-    """The dev broker's data dir: $STREAMLATTICE_HOME/broker or .streamlattice/broker in the repo."""
-    return Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice")) / "broker"
+    """The dev broker's data dir: `broker` in streamlattice.paths.data_dir()."""
+    return paths.data_dir() / "broker"
 
 
 def require_tool(name: str, what: str) -> str:
@@ -55,7 +50,7 @@ def require_tool(name: str, what: str) -> str:
 
 def install_jars(progress: Callable[[str], None] = print) -> Path:
     """The folder of Kafka's jars, resolved from Maven Central on first use."""
-    target = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    target = paths.cache_dir() / f"kafka-{KAFKA_VERSION}"
     marker = target / ".complete"
     if marker.exists():
         return target

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -18,18 +17,18 @@ from typing import Any
 import click
 import numpy as np
 
-from streamlattice.config import REPO_ROOT, Lattice
+from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.inference.models import ensure_model
 from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.groups import wait_for_stable_group
 from streamlattice.kafka.topics import ensure_topics
 from streamlattice.operate.status import collect_status
+from streamlattice.paths import data_dir
 from streamlattice.sdk.client import LatticeProducer, ResultSubscriber
 from streamlattice.sdk.loadgen import run_load
 from streamlattice.wire.records import Result
 
-DEMO_HOME = Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice"))
 # Sized for a 2-core machine: (task, region) of each worker, and each task's rate in events/s.
 WORKERS = [
     ("sensor", "eu-west"),
@@ -117,12 +116,12 @@ def run_demo(lattice: Lattice, duration: float | None, explicit_bootstrap: str |
     if explicit_bootstrap:
         bootstrap = explicit_bootstrap
     else:
-        data_dir = DEMO_HOME / "demo-broker"
-        saved = dev.ClusterState.load(data_dir)
+        broker_dir = data_dir() / "demo-broker"
+        saved = dev.ClusterState.load(broker_dir)
         port = None if saved else (dev.DEFAULT_PORT if dev.port_is_free(dev.DEFAULT_PORT) else dev.free_port())
-        bootstrap = dev.start(data_dir, port=port, progress=say).bootstrap
-        started_broker = data_dir
-    logs = DEMO_HOME / "demo-logs"
+        bootstrap = dev.start(broker_dir, port=port, progress=say).bootstrap
+        started_broker = broker_dir
+    logs = data_dir() / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     tallies: dict[tuple[str, str], Tally] = {}

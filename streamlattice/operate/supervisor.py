@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamlattice.config import REPO_ROOT, Lattice
+from streamlattice.config import Lattice
 from streamlattice.errors import StreamLatticeError
+from streamlattice.paths import data_dir
 
 
 def auto_targets(recommended: Mapping[str, int], regions: Iterable[str], low: int, high: int) -> dict[str, int]:
@@ -28,7 +29,7 @@ def auto_targets(recommended: Mapping[str, int], regions: Iterable[str], low: in
 
 def home() -> Path:
     """Where the supervisor keeps its state and the workers' logs."""
-    return Path(os.environ.get("STREAMLATTICE_HOME", REPO_ROOT / ".streamlattice")) / "supervisor"
+    return data_dir() / "supervisor"
 
 
 @dataclass
