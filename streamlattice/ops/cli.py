@@ -778,6 +778,11 @@ def _explicit_bootstrap() -> str | None:
     return str(value) if value else None
 
 
+from streamlattice.chaos.command import chaos  # noqa: E402  (a verb of its own module)
+
+cli.add_command(chaos)
+
+
 def main() -> None:
     """Entry point of the console script."""
     cli(prog_name="streamlattice")
