@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from streamlattice.chaos.schedule import Fault, Schedule
 from streamlattice.client import LatticeProducer, now_us
 from streamlattice.codec import SCHEMA_DIR
 from streamlattice.config import Lattice, load_lattice
+from streamlattice.errors import DevBrokerError
 from streamlattice.kafka import KafkaSettings, make_admin, wait_for_brokers
 from streamlattice.models import build_model, import_path
 from streamlattice.ops import broker as dev
@@ -54,10 +56,10 @@ class Proc:
     restarts: int = 0
 
     def start(self, env: dict[str, str]) -> None:
-        """Start (or start again) the process; its output goes on the end of its log."""
+        """Start (or start again) the process in its log's folder; its output goes on the end of its log."""
         out = self.log.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "streamlattice", *self.args], stdout=out, stderr=out, env=env
+            [sys.executable, "-m", "streamlattice", *self.args], stdout=out, stderr=out, env=env, cwd=self.log.parent
         )
 
     def alive(self) -> bool:
@@ -109,7 +111,16 @@ class Lab:
     def start(self) -> None:
         """Start the cluster, make the lattice's topics and models, start the router and workers."""
         self.say("starting a three-broker cluster")
-        state = dev.start(self.data_dir, port=dev.free_port_block(3), nodes=3, progress=lambda _: None)
+        for attempt in range(3):
+            try:
+                state = dev.start(self.data_dir, port=dev.free_port_block(3), nodes=3, progress=lambda _: None)
+                break
+            except DevBrokerError as e:  # a port taken between the check and the bind: another block
+                if attempt == 2:
+                    raise
+                self.say(f"the cluster did not start ({str(e).splitlines()[0]}); again on other ports")
+                dev.stop(self.data_dir, progress=lambda _: None)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
         self.bootstrap = state.bootstrap
         self.lattice = self._write_lattice()
         asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.bootstrap), self.lattice))
