@@ -33,6 +33,9 @@ class WorkerMetrics:
         self.consumed = counter("streamlattice_events_consumed_total", "Events taken from Kafka")
         self.produced = counter("streamlattice_results_produced_total", "Results acknowledged by Kafka")
         self.dead_lettered = counter("streamlattice_events_dead_lettered_total", "Events sent to the DLQ")
+        self.set_aside = counter(
+            "streamlattice_records_set_aside_total", "Results or dead letters Kafka refused in every form (logged)"
+        )
         self.batch_size = histogram("streamlattice_batch_size", "Events per micro-batch", BATCH_BUCKETS)
         self.inference_s = histogram("streamlattice_inference_seconds", "Model time per micro-batch", INFER_BUCKETS)
         self.latency_s = histogram("streamlattice_end_to_end_seconds", "Event time to result produced", LATENCY_BUCKETS)

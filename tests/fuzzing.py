@@ -49,16 +49,19 @@ def feed(worker: Worker, values: list[bytes | None]) -> set[int]:
         x = worker.model_input(batch)
         if batch.accepted:
             assert worker.runtime is not None
-            inferred = worker.runtime.run(x)
-            results = worker._results(batch, inferred, 0.001)
-            assert len(results) == len(batch.accepted)
-            for _, (_, value, _, _, _) in results:
-                codecs().result.decode(value)
+            isolated = worker.runtime.run_isolating(x)
+            if isolated.failures:
+                worker._reject_failed_rows(batch, isolated)
+            if isolated.inferred is not None:
+                results = worker._results(batch, isolated.inferred, 0.001)
+                assert len(results) == len(batch.accepted)
+                for item in results:
+                    codecs().result.decode(item.message[1])
     handled = sorted([m.offset for m, _ in batch.accepted] + [m.offset for m, _ in batch.rejected])
     assert handled == list(range(len(values))), "every record is answered or dead-lettered, once"
     letters = worker._dead_letters(batch)
     assert len(letters) == len(batch.rejected)
-    for (_, err), (_, (_, value, _, _, headers)) in zip(batch.rejected, letters, strict=True):
+    for (_, err), (_, (_, value, _, _, headers), _) in zip(batch.rejected, letters, strict=True):
         assert isinstance(err, InvalidEvent) and err.kind in REASON_KINDS, f"unclassified: {err!r}"
         assert err.reason and headers and dict(headers)["sl.error.kind"] == err.kind.encode()
         dead = codecs().dead_letter.decode(value)

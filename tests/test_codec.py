@@ -137,3 +137,21 @@ def test_tensor_rows_are_the_tensor_records_of_each_row(batch: np.ndarray) -> No
     assert rows == [tensor_record(row) for row in batch]
     for row, expected in zip(rows, batch, strict=True):
         np.testing.assert_array_equal(tensor_view(row), expected)
+
+
+def test_a_dead_letter_of_the_previous_schema_is_read_with_the_new_fields_defaulted() -> None:
+    old = RecordCodec(parse(load_schema_json("previous/dead_letter.1")))
+    record = {
+        "original": b"abc",
+        "original_key": None,
+        "reason": "r",
+        "kind": "undecodable",
+        "topic": "t",
+        "partition": 1,
+        "offset": 2,
+        "node_id": "n",
+        "time_us": 3,
+    }
+    decoded = codecs().dead_letter.decode(old.encode(record))
+    assert decoded == {**record, "original_size": -1, "original_sha256": None}
+    assert old.fingerprint != codecs().dead_letter.fingerprint

@@ -92,6 +92,7 @@ class Lane:
     sent: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _failure: BaseException | None = None
 
     def worker(self, region: str = "eu-west", lattice: Lattice | None = None) -> WorkerProcess:
         """Start one more worker of this lane."""
@@ -106,8 +107,14 @@ class Lane:
 
     def start_load(self, rate: float = RATE) -> None:
         """Publish sensor windows over all regions at `rate` until `stop_load`."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._publish(rate)), daemon=True)
+        self._thread = threading.Thread(target=self._run_publisher, args=(rate,), daemon=True)
         self._thread.start()
+
+    def _run_publisher(self, rate: float) -> None:
+        try:
+            asyncio.run(self._publish(rate))
+        except BaseException as e:  # surfaces in stop_load: a load generator that died fails the test
+            self._failure = e
 
     async def _publish(self, rate: float) -> None:
         windows = signals.generate(4096, seed=len(self.mode))
@@ -131,6 +138,8 @@ class Lane:
         assert self._thread is not None
         self._thread.join(60)
         assert not self._thread.is_alive(), "the load generator did not finish"
+        if self._failure is not None:
+            raise AssertionError(f"the load generator failed after {len(self.sent)} events") from self._failure
 
 
 class Scenario:
@@ -182,8 +191,9 @@ class Scenario:
             missing, duplicates = outcome(lane.sent, results)
             first = [rs[0] for rs in results.values()]
             after = [r.produced_us - r.event_time_us for r in first if r.event_time_us >= self.fault_us]
-            recovery_s = max(after, default=0) / 1e6
+            recovery_s = max(after, default=float("nan")) / 1e6
             FAULT_TABLE.append((self.name, lane.mode, len(lane.sent), len(missing), duplicates, recovery_s))
+            assert after, f"{self.name} ({lane.mode}): no event published after the fault was answered"
             out[lane.mode] = results
         for lane, results in zip(self.lanes, collected, strict=True):
             missing, duplicates = outcome(lane.sent, results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -252,3 +253,56 @@ def _epoch(router_proc: subprocess.Popen[bytes]) -> int:
         return int(router_plan(router_proc)["epoch"])
     except OSError:
         return -1  # not serving yet
+
+
+STALE_S = 8.0
+
+
+def test_with_the_router_dead_past_plan_stale_s_a_rebalance_falls_back_to_region_local_and_its_return_restores_the_plan(
+    kafka: str,
+    models: dict[str, Path],
+    tmp_path: Path,
+    workers: Callable[..., WorkerProcess],
+    feed: PowerFeed,
+    routers: Callable,
+) -> None:
+    lattice = write_lattice(
+        KafkaSettings(bootstrap=kafka),
+        tmp_path,
+        models,
+        ("sensor",),
+        max_batch=64,
+        settings_toml=f"{FAST_TIMINGS}\nplan_stale_s = {STALE_S}\n[placement]\nmax_moves = 12",
+    )
+    feed.readings = {"eu-west": DIRTY, "us-east": GREEN}  # the plan moves eu-west's block away from home
+    procs = start_lattice(kafka, lattice, workers, feed)
+    r = routers(lattice)
+    away = lambda: all(owners(kafka, lattice).get(p) in ("us", "spare") for p in EU_BLOCK)  # noqa: E731
+    wait_for(away, 90, "the plan moves eu-west's block to the green us-east nodes")
+    load = Load(kafka, lattice)
+    try:
+        time.sleep(2)
+        r.send_signal(signal.SIGKILL)
+        r.wait()
+        time.sleep(STALE_S + 3)  # the last plan is now stale
+        assert away(), "without a rebalance the group keeps its last assignment"
+        procs.append(workers(lattice, "ap-south", node_id="joiner", args=("--power", f"{feed.url}/ap-south")))
+        fell_back_s = wait_for(
+            lambda: all(owners(kafka, lattice).get(p) == "eu" for p in EU_BLOCK),
+            60,
+            "the next rebalance assigns region-local: eu-west's block goes home",
+        )
+        assert any(re.search(r"leads the group: assigning \d+ members by sticky", w.text()) for w in procs)
+        time.sleep(2)
+        again = routers(lattice)  # the router's return brings the plan back
+        back_s = wait_for(away, 90, "the restarted router's plan lands again")
+        assert _epoch(again) >= 1
+        time.sleep(2)
+    finally:
+        sent = load.stop()
+    results = asyncio.run(collect_results(kafka, lattice, "sensor", set(sent), timeout=60))
+    missing, duplicates = outcome(sent, results)
+    print(f"\nfell back {fell_back_s:.1f}s after the join; plan back in {back_s:.1f}s; {len(sent)} events")
+    assert not missing, f"{len(missing)} of {len(sent)} events lost"
+    assert duplicates == 0, f"{duplicates} events answered more than once (every move was graceful)"
+    assert all(w.alive() for w in procs)

@@ -189,6 +189,14 @@ def test_scale_auto_follows_the_routers_recommendation(
         assert auto.returncode == 0, auto.stderr
         assert "sensor in eu-west: 2 worker(s) running" in auto.stdout
         asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 2, 60))
+        # the recommendation (1) is below what runs, but it has not stayed there for the cool-down
+        hold = sl(
+            kafka, lattice, "scale", "--task", "sensor", "--region", "eu-west", "--auto", "--once", env=supervisor_home
+        )
+        assert hold.returncode == 0, hold.stderr
+        assert "drained and stopped" not in hold.stdout
+        view = asyncio.run(wait_for_stable_group(settings, lattice.group_id("sensor"), 2, 60))
+        assert len(view.members) == 2  # a scale-in would have drained one before `scale` returned
     finally:
         sent = load.stop()
     results = asyncio.run(collect_results(kafka, lattice, "sensor", set(sent), timeout=60))

@@ -82,9 +82,3 @@ def test_recommended_replicas_follow_arrival_lag_and_capacity() -> None:
     assert recs["eu-west"].replicas == 3 and recs["eu-west"].capacity_eps == 500  # 1200 / 400
     assert recs["us-east"].replicas == 1
     assert recs["ap-south"].replicas == 0 and recs["ap-south"].capacity_eps == 1250  # the task's mean
-
-
-def test_scale_auto_holds_the_recommendation_within_bounds() -> None:
-    from streamlattice.operate.supervisor import auto_targets
-
-    assert auto_targets({"eu": 5, "us": 0}, ["eu", "us", "ap"], 1, 3) == {"eu": 3, "us": 1, "ap": 1}

@@ -46,7 +46,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     (wheel,) = dist.glob("streamlattice-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "streamlattice/lattice.toml" in names
-    assert {f"streamlattice/wire/schemas/{s.name}" for s in (REPO / "schemas").glob("*.avsc")} <= set(names)
+    schemas = REPO / "schemas"
+    assert {f"streamlattice/wire/schemas/{s.relative_to(schemas)}" for s in schemas.rglob("*.avsc")} <= set(names)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from streamlattice.cli import bench, broker, demo, events, models, router, scale, simulate, status, topics, worker
+from streamlattice.cli import (
+    bench,
+    broker,
+    chaos,
+    demo,
+    events,
+    models,
+    router,
+    scale,
+    simulate,
+    status,
+    topics,
+    worker,
+)
 from streamlattice.cli.base import cli
 
 for command in (
@@ -18,6 +31,7 @@ for command in (
     events.produce,
     events.results,
     demo.demo,
+    chaos.chaos,
 ):
     cli.add_command(command)
 

@@ -20,6 +20,13 @@ from streamlattice.kafka.clients import KafkaSettings
 @click.option("--min", "low", type=click.IntRange(min=0), default=1, show_default=True, help="--auto: fewest.")
 @click.option("--max", "high", type=click.IntRange(min=0), default=4, show_default=True, help="--auto: most.")
 @click.option("--interval", type=float, default=10.0, show_default=True, help="--auto: seconds between looks.")
+@click.option(
+    "--cooldown",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="--auto: scale in only after the recommendation stayed lower this long, and this long after a change.",
+)
 @click.option("--once", is_flag=True, help="--auto: look once and exit.")
 @click.option("--power", help="Power source for new workers (see `worker --help`).")
 @pass_state
@@ -32,17 +39,20 @@ def scale(
     low: int,
     high: int,
     interval: float,
+    cooldown: float,
     once: bool,
     power: str | None,
 ) -> None:
     """Run exactly N worker processes for a task in a region on this machine, or follow the
-    router's recommendation (--auto) within --min and --max.
+    router's recommendation (--auto) within --min and --max: out at once, in only after
+    --cooldown and never without a fresh plan (the router down is no reason to shrink).
 
     New workers join the group (a rebalance hands them partitions); surplus ones get SIGTERM,
     drain, commit and exit, and this waits for them. The supervisor's state outlives this
     command, so running it again with the same N changes nothing.
     """
-    from streamlattice.operate.supervisor import Supervisor, auto_targets
+    from streamlattice.operate.autoscale import Autoscaler, Look
+    from streamlattice.operate.supervisor import Supervisor
 
     sup = Supervisor(state.lattice, state.bootstrap)
     extra: tuple[str, ...] = ("--power", power) if power else ()
@@ -68,13 +78,23 @@ def scale(
     regions = [region] if region else [r.name for r in state.lattice.regions]
     for r in regions:
         state.lattice.region(r)
+    scaler = Autoscaler(tuple(regions), low, high, state.lattice.settings.plan_stale_s, cooldown)
     while True:
         plan = run_async(newest_plan(state.lattice, state.settings("streamlattice-scale"), task))
-        recommended = {r.region: r.replicas for r in plan.recommendations} if plan else {}
-        if plan is None:
-            click.echo("no plan from the router yet (is `streamlattice router` running?); holding --min", err=True)
-        for reg, n in auto_targets(recommended, regions, low, high).items():
-            apply(reg, n)
+        look = Look(
+            time.monotonic(),
+            {r.region: r.replicas for r in plan.recommendations} if plan else None,
+            plan.age_s() if plan else 0.0,
+        )
+        if plan is None or look.plan_age_s > scaler.stale_s:
+            click.echo("no fresh plan from the router (is `streamlattice router` running?); not scaling in", err=True)
+        running = dict.fromkeys(regions, 0)
+        for w in sup.workers():
+            if w.task == task and w.region in running:
+                running[w.region] += 1
+        for reg, n in scaler.decide(look, running).items():
+            if n != running[reg]:
+                apply(reg, n)
         if once:
             return
         try:

@@ -10,13 +10,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import AuthenticationFailedError, KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    RecordTooLargeError,
+    SaslAuthenticationFailed,
+)
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 
@@ -69,25 +75,33 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer
     return AIOKafkaProducer(**settings.common(), **kwargs)
 
 
-async def send_batches(producer: AIOKafkaProducer, messages: Iterable[Message]) -> list[asyncio.Future[Any]]:
+async def send_batches(
+    producer: AIOKafkaProducer, messages: Sequence[Message]
+) -> list[tuple[asyncio.Future[Any], list[int]]]:
     """Hand `messages` to the producer as one record batch per topic partition (more if one fills).
 
-    Returns a delivery future per batch, not per record: `send` costs a coroutine, a future and
-    an accumulator lookup for every record, a fifth of a worker's time on a small model.
+    Returns a delivery future per batch, not per record, each with the positions in `messages` of
+    the records it carries (so a caller can retry only what a failed batch held): `send` costs a
+    coroutine, a future and an accumulator lookup for every record, a fifth of a worker's time on
+    a small model.
     """
-    by_partition: dict[tuple[str, int], list[Message]] = {}
-    for message in messages:
-        by_partition.setdefault((message[0], message[3]), []).append(message)
-    deliveries: list[asyncio.Future[Any]] = []
-    for (topic, partition), records in by_partition.items():
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for i, message in enumerate(messages):
+        by_partition.setdefault((message[0], message[3]), []).append(i)
+    deliveries: list[tuple[asyncio.Future[Any], list[int]]] = []
+    for (topic, partition), positions in by_partition.items():
         batch = producer.create_batch()
-        for _, value, key, _, headers in records:
+        held: list[int] = []
+        for i in positions:
+            _, value, key, _, headers = messages[i]
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
+                if held:
+                    deliveries.append((await producer.send_batch(batch, topic, partition=partition), held))
+                batch, held = producer.create_batch(), []
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
-        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    raise RecordTooLargeError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
+            held.append(i)
+        deliveries.append((await producer.send_batch(batch, topic, partition=partition), held))
     return deliveries
 
 

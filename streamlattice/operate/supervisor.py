@@ -13,18 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamlattice.config import Lattice
 from streamlattice.errors import StreamLatticeError
 from streamlattice.paths import data_dir
-
-
-def auto_targets(recommended: Mapping[str, int], regions: Iterable[str], low: int, high: int) -> dict[str, int]:
-    """Replicas per region: the router's recommendation held within [low, high]."""
-    return {r: min(max(recommended.get(r, low), low), high) for r in regions}
 
 
 def home() -> Path:

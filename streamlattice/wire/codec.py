@@ -65,9 +65,12 @@ class RecordCodec:
             self._writers[schema_fingerprint(old)] = old
 
     @classmethod
-    def named(cls, name: str) -> RecordCodec:
-        """The codec of schemas/<name>.avsc."""
-        return cls(parse(load_schema_json(name)))
+    def named(cls, name: str, schema_dir: Path = SCHEMA_DIR) -> RecordCodec:
+        """The codec of schemas/<name>.avsc, reading records of its versions in schemas/previous/ too."""
+        older = [
+            parse(json.loads(p.read_text()), schema_dir) for p in sorted(schema_dir.glob(f"previous/{name}.*.avsc"))
+        ]
+        return cls(parse(load_schema_json(name, schema_dir), schema_dir), older)
 
     def encode(self, record: Record) -> bytes:
         """One framed record."""

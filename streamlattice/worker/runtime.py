@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -31,9 +32,9 @@ from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent, StreamLatticeError
 from streamlattice.inference.batching import BatchPolicy
 from streamlattice.inference.models import load_model
-from streamlattice.inference.tasks import Inferred, TaskRuntime
+from streamlattice.inference.tasks import Inferred, Isolated, TaskRuntime
 from streamlattice.inference.validation import check_event, check_size, non_finite_rows
-from streamlattice.kafka.clients import KafkaSettings, Message, make_consumer, make_producer, send_batches, start_client
+from streamlattice.kafka.clients import KafkaSettings, Message, make_consumer, start_client
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
@@ -46,6 +47,7 @@ from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Record, codecs, stack_tensors, tensor_rows
 from streamlattice.wire.records import PublishedPlan
 from streamlattice.worker.agent import Meter, heartbeat_record
+from streamlattice.worker.outbox import RECORD_ERRORS, Delivery, Outbox, Outgoing
 from streamlattice.worker.transactions import PartitionLost, PartitionTransactions
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,13 @@ PIPELINE_DEPTH = 2
 # against 137 with Kafka's 1 byte); at low rates it can add up to FETCH_WAIT_MS per event.
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 10
+# A dead letter holds the original whole up to this size (or the task's max_event_bytes, if
+# larger), and beyond it a prefix with the original's size and SHA-256: a whole original can be
+# larger than the broker takes (message.max.bytes, 1 MiB by default), and a dead letter the
+# broker refuses would stop the partition.
+DEAD_LETTER_ORIGINAL_BYTES = 64 * 1024
+# What a refused dead letter keeps of its original in its fallback forms (see worker.outbox).
+DEAD_LETTER_CUTS = (1024, 0)
 
 
 def default_node_id(region: str) -> str:
@@ -78,13 +87,15 @@ class WorkerStats:
     infer_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
+    set_aside: int = 0  # records Kafka refused in every form (logged one by one)
+
     def line(self) -> str:
         """One log line of the totals."""
         up = max(time.monotonic() - self.started, 1e-9)
         mean = self.consumed / self.batches if self.batches else 0.0
         return (
             f"consumed={self.consumed} produced={self.produced} dead_lettered={self.dead_lettered} "
-            f"rate={self.produced / up:.0f}/s mean_batch={mean:.1f}"
+            f"set_aside={self.set_aside} rate={self.produced / up:.0f}/s mean_batch={mean:.1f}"
         )
 
 
@@ -97,7 +108,7 @@ class Batch:
     consumed_us: int
     accepted: list[tuple[ConsumerRecord[bytes, bytes], Record]]
     rejected: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
-    inference: asyncio.Future[Inferred] | None = None
+    inference: asyncio.Future[Isolated] | None = None
     infer_started: float = 0.0
     epochs: dict[TopicPartition, int] = field(default_factory=dict)  # exactly-once: see Worker._read_again
     python_s: float = 0.0  # time the event loop spent on this batch (validation, encoding)
@@ -135,11 +146,11 @@ class Worker:
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         self._inferring = 0  # batches handed to the inference thread and not finished
         # Published batches awaiting acknowledgement, in consumption order.
-        self._acks: asyncio.Queue[tuple[Batch, list[asyncio.Future[Any]]] | None] = asyncio.Queue(
-            maxsize=4 * PIPELINE_DEPTH
-        )
+        self._acks: asyncio.Queue[tuple[Batch, list[Delivery]] | None] = asyncio.Queue(maxsize=4 * PIPELINE_DEPTH)
         self._finished: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._consumer: AIOKafkaConsumer | None = None
+        self._outbox: Outbox | None = None
+        self._dead_letter_cap = max(DEAD_LETTER_ORIGINAL_BYTES, self.task.max_event_bytes)
         ls = lattice.settings
         clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
@@ -181,7 +192,7 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.plans.caught_up.wait(), 5)
         # At-least-once: results, dead letters and heartbeats. Exactly-once: heartbeats only.
-        producer = make_producer(self.settings, linger_ms=1)
+        outbox = self._outbox = Outbox(self.settings, self._fallback, self._set_aside)
         assignor = lattice_assignor(lt, self._member, self._plan_for_assignment, self._on_assigned)
         consumer = make_consumer(
             self.settings,
@@ -193,18 +204,18 @@ class Worker:
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
         )
-        await start_client(producer, self.settings)
+        await outbox.start()
         try:
             await start_client(consumer, self.settings)
         except BaseException:
-            await producer.stop()
+            await outbox.stop()
             await self.plans.stop()
             raise
         consumer.subscribe([topics[0]], listener=_DrainOnRevoke(self))
         self._consumer = consumer
-        publisher = asyncio.create_task(self._publish_loop(producer), name="publish")
-        committer = asyncio.create_task(self._commit_loop(consumer), name="commit")
-        reporter = asyncio.create_task(self._heartbeat_loop(producer, consumer), name="heartbeat")
+        publisher = asyncio.create_task(self._publish_loop(outbox), name="publish")
+        committer = asyncio.create_task(self._commit_loop(consumer, outbox), name="commit")
+        reporter = asyncio.create_task(self._heartbeat_loop(outbox, consumer), name="heartbeat")
         try:
             await self._consume_loop(consumer, stop, publisher, committer)
             await self._queue.put(None)
@@ -216,11 +227,11 @@ class Worker:
                 if not task.done():
                     task.cancel()
             with contextlib.suppress(Exception):
-                await self._send_heartbeat(producer, consumer, stopping=True)
+                await self._send_heartbeat(outbox.producer, consumer, stopping=True)
             await consumer.stop()
             if self.transactions is not None:
                 await self.transactions.close()
-            await producer.stop()
+            await outbox.stop()
             await self.plans.stop()
             self._executor.shutdown(wait=False)
             log.info("node %s stopped: %s", self.node_id, self.stats.line())
@@ -258,11 +269,11 @@ class Worker:
             self._rejoin_epoch = latest.epoch
             request_rebalance(self._consumer)
 
-    async def _heartbeat_loop(self, producer: Any, consumer: AIOKafkaConsumer) -> None:
+    async def _heartbeat_loop(self, outbox: Outbox, consumer: AIOKafkaConsumer) -> None:
         while True:
             await asyncio.sleep(self.lattice.settings.heartbeat_s)
             try:
-                await self._send_heartbeat(producer, consumer)
+                await self._send_heartbeat(outbox.producer, consumer)
             except KafkaError as e:
                 log.warning("node %s: heartbeat not sent (%s)", self.node_id, e)
 
@@ -434,7 +445,7 @@ class Worker:
                 assert self.runtime is not None
                 batch.infer_started = time.perf_counter()
                 loop = asyncio.get_running_loop()
-                batch.inference = loop.run_in_executor(self._executor, self.runtime.run, x)
+                batch.inference = loop.run_in_executor(self._executor, self.runtime.run_isolating, x)
                 self._inferring += 1
                 batch.inference.add_done_callback(self._inference_done)
         self.stats.consumed += len(records)
@@ -442,80 +453,124 @@ class Worker:
         batch.python_s += time.perf_counter() - started
         await self._queue.put(batch)
 
-    def _inference_done(self, _: asyncio.Future[Inferred]) -> None:
+    def _inference_done(self, _: asyncio.Future[Isolated]) -> None:
         self._inferring -= 1
 
     # ---- stage 2: publish results and dead letters, then commit ----------------------------
 
-    async def _publish_loop(self, producer: Any) -> None:
+    async def _publish_loop(self, outbox: Outbox) -> None:
         while True:
             batch = await self._queue.get()
             try:
                 if batch is None:
                     return
-                await self._acks.put((batch, await self._publish(batch, producer)))
+                await self._acks.put((batch, await self._publish(batch, outbox)))
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, batch: Batch, producer: Any) -> list[asyncio.Future[Any]]:
-        """Hand a batch's results and dead letters to Kafka; returns the delivery futures to await.
+    async def _publish(self, batch: Batch, outbox: Outbox) -> list[Delivery]:
+        """Hand a batch's results and dead letters to Kafka; returns the deliveries to await.
 
         Exactly-once: each input partition's share is committed in a transaction here, so there
         is nothing left to await.
         """
         infer_s = 0.0
-        outgoing: list[tuple[int, Message]] = []
+        outgoing: list[Outgoing] = []
         if batch.inference is not None:
             try:
-                inferred = await batch.inference
-            except Exception as e:  # the model refused this batch: dead-letter it, keep serving
+                isolated = await batch.inference
+            except Exception as e:  # not the model (it is isolated per event): dead-letter the batch, keep serving
                 log.warning("node %s: inference failed on a batch of %d: %s", self.node_id, len(batch.accepted), e)
-                batch.rejected += [(m, InvalidEvent("inference", f"model failed: {e}")) for m, _ in batch.accepted]
+                batch.rejected += [(m, InvalidEvent("inference", f"model failed: {e!r}")) for m, _ in batch.accepted]
                 batch.accepted = []
             else:
                 infer_s = time.perf_counter() - batch.infer_started
                 self.stats.infer_s += infer_s
                 self.metrics.inference_s.observe(infer_s)
+                if isolated.failures:
+                    self._reject_failed_rows(batch, isolated)
                 started = time.perf_counter()
-                outgoing = self._results(batch, inferred, infer_s)
+                if isolated.inferred is not None:
+                    outgoing = self._results(batch, isolated.inferred, infer_s)
                 batch.python_s += time.perf_counter() - started
         started = time.perf_counter()
         outgoing += self._dead_letters(batch)
-        deliveries: list[asyncio.Future[Any]] = []
+        deliveries: list[Delivery] = []
         if self.transactions is None:
-            deliveries = await send_batches(producer, [message for _, message in outgoing])
+            deliveries = await outbox.send(outgoing)
         else:
             await self._commit_transactions(batch, outgoing)
         batch.python_s += time.perf_counter() - started
         self.meter.batch(len(batch.accepted) + len(batch.rejected), batch.python_s + infer_s)
         return deliveries
 
-    async def _commit_transactions(self, batch: Batch, outgoing: list[tuple[int, Message]]) -> None:
+    def _reject_failed_rows(self, batch: Batch, isolated: Isolated) -> None:
+        """Move the events the model raised on to the dead letters, each with its own exception."""
+        failed = dict(isolated.failures)
+        log.warning(
+            "node %s: the model raised on %d of %d events (first: %r); dead-lettering only those",
+            self.node_id,
+            len(failed),
+            len(batch.accepted),
+            next(iter(failed.values())),
+        )
+        batch.rejected += [
+            (batch.accepted[i][0], InvalidEvent("inference", f"model failed on this event: {e!r}"))
+            for i, e in failed.items()
+        ]
+        batch.accepted = [batch.accepted[i] for i in isolated.kept]
+
+    async def _commit_transactions(self, batch: Batch, outgoing: list[Outgoing]) -> None:
         assert self.transactions is not None
-        shares: dict[int, list[Message]] = {tp.partition: [] for tp in batch.offsets}
-        for source, message in outgoing:
-            shares[source].append(message)
+        shares: dict[int, list[Outgoing]] = {tp.partition: [] for tp in batch.offsets}
+        for item in outgoing:
+            shares[item.source.partition].append(item)
 
         async def commit(tp: TopicPartition, offset: int) -> bool:
             assert self.transactions is not None
             await self.transactions.ready(tp)
             if batch.epochs[tp] != self._epochs.get(tp, 0):
                 return False  # taken before this partition was last read again: it is read again
-            try:
-                await self.transactions.commit(tp, shares[tp.partition], offset)
-            except PartitionLost as e:
-                # Not open yet (fetched before the assignment callback ran: it reads the
-                # partition again once open), or fenced: another node owns it; rejoin.
-                self._read_again([tp])
-                if e.fenced and self._consumer is not None:
-                    log.warning("node %s: %s; rejoining the group", self.node_id, e)
-                    request_rebalance(self._consumer)
-                return False
-            except (KafkaError, OSError) as e:
-                log.warning("node %s: transaction of partition %d failed (%r); redo", self.node_id, tp.partition, e)
-                self._read_again([tp])
-                return False
-            return True
+            share = shares[tp.partition]
+            attempt = 0
+            aside = False
+            while True:
+                try:
+                    await self.transactions.commit(tp, [item.message for item in share], offset, singly=attempt > 0)
+                except PartitionLost as e:
+                    # Not open yet (fetched before the assignment callback ran: it reads the
+                    # partition again once open), or fenced: another node owns it; rejoin.
+                    self._read_again([tp])
+                    if e.fenced and self._consumer is not None:
+                        log.warning("node %s: %s; rejoining the group", self.node_id, e)
+                        request_rebalance(self._consumer)
+                    return False
+                except RECORD_ERRORS as e:
+                    # The broker refused a record for what it is: the same transaction would be
+                    # refused again. Retry it in the smaller forms a refused record falls back to,
+                    # and set the share aside when none is left, so that the partition goes on.
+                    attempt += 1
+                    fallback = self._share_fallback(shares[tp.partition], e, attempt)
+                    aside = fallback is None
+                    share = fallback or []
+                    log.warning("node %s: transaction of partition %d refused (%r)", self.node_id, tp.partition, e)
+                except (KafkaError, OSError) as e:
+                    log.warning("node %s: transaction of partition %d failed (%r); redo", self.node_id, tp.partition, e)
+                    self._read_again([tp])
+                    return False
+                else:
+                    if aside:
+                        log.error(
+                            "node %s: %d records answering %s[%d] before offset %d refused by Kafka in every form: "
+                            "set aside, not delivered",
+                            self.node_id,
+                            len(shares[tp.partition]),
+                            tp.topic,
+                            tp.partition,
+                            offset,
+                        )
+                        self._set_aside(len(shares[tp.partition]))
+                    return True
 
         done = await asyncio.gather(*(commit(tp, offset) for tp, offset in batch.offsets.items()))
         dropped = {tp.partition for tp, ok in zip(batch.offsets, done, strict=True) if not ok}
@@ -523,9 +578,22 @@ class Worker:
             batch.accepted = [a for a in batch.accepted if a[0].partition not in dropped]
             batch.rejected = [r for r in batch.rejected if r[0].partition not in dropped]
 
+    def _set_aside(self, n: int) -> None:
+        self.stats.set_aside += n
+        self.metrics.set_aside.inc(n)
+
+    def _share_fallback(self, share: list[Outgoing], error: BaseException, attempt: int) -> list[Outgoing] | None:
+        """A refused transaction's records in their next form: the first retry sends them as they
+        are, one record batch each (a topic can refuse a batch for its total size); later ones
+        use every record's fallback form (None once a record has none left)."""
+        if attempt == 1:
+            return share
+        forms = [self._fallback(item, error, attempt - 1) for item in share]
+        return None if any(f is None for f in forms) else [f for f in forms if f is not None]
+
     # ---- stage 3: once a batch's records are acknowledged, commit its offsets ------------
 
-    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+    async def _commit_loop(self, consumer: AIOKafkaConsumer, outbox: Outbox) -> None:
         # Batches are acknowledged in the order they were consumed, so an offset is never
         # committed while an earlier record of its partition is still unacknowledged.
         # Commits are coalesced: while one is in flight, later batches' offsets accumulate.
@@ -536,7 +604,7 @@ class Worker:
                     await self._commit(consumer)
                     return
                 batch, deliveries = item
-                await asyncio.gather(*deliveries)
+                await outbox.settle(deliveries)
                 self.stats.produced += len(batch.accepted)
                 self.stats.dead_lettered += len(batch.rejected)
                 self._observe_acknowledged(batch)
@@ -566,7 +634,7 @@ class Worker:
             # The partitions moved on; their new owner re-reads from the last commit (duplicates, no loss).
             log.warning("node %s: commit of finished batches refused (%s)", self.node_id, e)
 
-    def _results(self, batch: Batch, inferred: Inferred, infer_s: float) -> list[tuple[int, Message]]:
+    def _results(self, batch: Batch, inferred: Inferred, infer_s: float) -> list[Outgoing]:
         """The result records of a batch, each with the input partition it answers."""
         assert self.runtime is not None
         model = self.runtime.model
@@ -585,7 +653,7 @@ class Worker:
         score_list = None if scores is None else np.asarray(scores, dtype=np.float64).tolist()
         regions = self._regions
         produced_us = now_us()
-        messages: list[tuple[int, Message]] = []
+        messages: list[Outgoing] = []
         for i, (m, ev) in enumerate(batch.accepted):
             record = {
                 "event_id": ev["event_id"],
@@ -607,29 +675,54 @@ class Worker:
                 "carbon_g": carbon_g,
             }
             partition = partition_for(regions[ev["region"]], ev["source_id"].encode())
-            messages.append((m.partition, (topic, encode(record), m.key, partition, None)))
+            messages.append(Outgoing(m, (topic, encode(record), m.key, partition, None), None))
         return messages
 
-    def _dead_letters(self, batch: Batch) -> list[tuple[int, Message]]:
+    def _dead_letters(self, batch: Batch) -> list[Outgoing]:
         """The dead-letter records of a batch: the original bytes, the reason in headers and record."""
-        topic = self.lattice.dlq_topic(self.task.name)
-        encode = self._codecs.dead_letter.encode
-        messages: list[tuple[int, Message]] = []
-        for m, err in batch.rejected:
-            record = {
-                "original": m.value or b"",
-                "original_key": m.key,
-                "reason": err.reason,
-                "kind": err.kind,
-                "topic": m.topic,
-                "partition": m.partition,
-                "offset": m.offset,
-                "node_id": self.node_id,
-                "time_us": now_us(),
-            }
-            headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
-            messages.append((m.partition, (topic, encode(record), m.key, m.partition, headers)))
-        return messages
+        return [self._dead_letter(m, err, self._dead_letter_cap) for m, err in batch.rejected]
+
+    def _dead_letter(self, m: ConsumerRecord[bytes, bytes], err: InvalidEvent, keep: int) -> Outgoing:
+        """The dead letter of one record, holding at most `keep` bytes of its original."""
+        original = m.value or b""
+        record = {
+            "original": original[:keep],
+            "original_key": m.key,
+            "original_size": len(original),
+            "original_sha256": hashlib.sha256(original).hexdigest(),
+            "reason": err.reason,
+            "kind": err.kind,
+            "topic": m.topic,
+            "partition": m.partition,
+            "offset": m.offset,
+            "node_id": self.node_id,
+            "time_us": now_us(),
+        }
+        headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
+        message: Message = (
+            self.lattice.dlq_topic(self.task.name),
+            self._codecs.dead_letter.encode(record),
+            m.key,
+            m.partition,
+            headers,
+        )
+        return Outgoing(m, message, err)
+
+    def _fallback(self, item: Outgoing, error: BaseException, attempt: int) -> Outgoing | None:
+        """The form a record Kafka refused is tried in next (see worker.outbox): a result becomes
+        its event's dead letter, a dead letter keeps less of its original; None when none is left."""
+        refused = f"{type(error).__name__}: {error}"
+        if item.error is None:
+            cuts: tuple[int, ...] = (self._dead_letter_cap, *DEAD_LETTER_CUTS)
+            err = InvalidEvent("produce", f"its result was refused by Kafka ({refused})")
+        else:
+            cuts = DEAD_LETTER_CUTS
+            err = InvalidEvent(
+                item.error.kind, f"{item.error.reason}; its dead letter was refused by Kafka ({refused})"
+            )
+        if attempt > len(cuts):
+            return None
+        return self._dead_letter(item.source, err, cuts[attempt - 1])
 
     async def drain(self) -> None:
         """Wait until every dispatched batch is published, acknowledged and committed."""

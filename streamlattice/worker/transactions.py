@@ -92,8 +92,12 @@ class PartitionTransactions:
         """Close every producer (their open transactions, if any, are aborted by the broker)."""
         await self._close(list(self._producers))
 
-    async def commit(self, tp: TopicPartition, messages: Sequence[Message], next_offset: int) -> None:
+    async def commit(
+        self, tp: TopicPartition, messages: Sequence[Message], next_offset: int, singly: bool = False
+    ) -> None:
         """Write `messages` and move the group's offset of `tp` to `next_offset`, atomically.
+
+        `singly` sends each record in a batch of its own (a topic may refuse a batch for its size).
 
         Raises PartitionLost when another node has taken `tp`, and re-raises any other failure
         after making sure nothing of this transaction is visible (its producer is reopened,
@@ -104,7 +108,13 @@ class PartitionTransactions:
             raise PartitionLost(f"no transactional producer for {tp.topic}[{tp.partition}]", fenced=False)
         try:
             async with producer.transaction():
-                await send_batches(producer, messages)
+                if singly:
+                    sent = [d for message in messages for d in await send_batches(producer, [message])]
+                else:
+                    sent = await send_batches(producer, messages)
+                # aiokafka 0.14 commits a transaction whose batches the broker refused (the records
+                # are gone, the offsets move on): wait for each, so that a refusal aborts it instead.
+                await asyncio.gather(*(future for future, _ in sent))
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
         except ProducerFenced:
             self.next_offsets.pop(tp, None)

@@ -1,0 +1,510 @@
+"""A chaos run: a three-broker cluster, the router and a worker per task and region under open-loop
+load, a fault schedule applied to them, then the checker's verdict, written as JSON.
+
+Everything runs as real processes on this machine (brokers are the dev broker's JVMs, workers
+and the router are `streamlattice` subprocesses) and is stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamlattice.chaos.checker import check
+from streamlattice.chaos.schedule import Fault, Schedule
+from streamlattice.config import Lattice, load_lattice
+from streamlattice.devbroker import broker as dev
+from streamlattice.errors import DevBrokerError
+from streamlattice.inference.models import build_model, import_path
+from streamlattice.kafka.clients import KafkaSettings, make_admin, wait_for_brokers
+from streamlattice.kafka.topics import ensure_topics
+from streamlattice.sdk.client import LatticeProducer
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.codec import SCHEMA_DIR
+
+log = logging.getLogger(__name__)
+
+LEADS = re.compile(r"leads the group")
+QUIET_TAIL_S = 15.0  # load after the last fault, at least
+
+
+@dataclass
+class Proc:
+    """A `streamlattice` subprocess of the run (a worker or the router) and its log."""
+
+    name: str
+    args: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+    peak_rss_mb: float = 0.0
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MB)
+    restarts: int = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start (or start again) the process in its log's folder; its output goes on the end of its log."""
+        out = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "streamlattice", *self.args], stdout=out, stderr=out, env=env, cwd=self.log.parent
+        )
+
+    def alive(self) -> bool:
+        """Whether the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send a signal (nothing if it has exited)."""
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap (a paused process is continued first, so it can die)."""
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGCONT)
+            self.popen.kill()
+            self.popen.wait()
+
+    def text(self) -> str:
+        """What it logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Lab:
+    """The lattice under test: cluster, router, workers and load, all stopped by `close`."""
+
+    def __init__(self, workdir: Path, lattice: Lattice, tasks: list[str], mode: str, progress: Callable[[str], None]):
+        self.workdir = workdir
+        self.base = lattice
+        self.tasks = tasks
+        self.mode = mode
+        self.say = progress
+        self.data_dir = workdir / "kafka"
+        self.bootstrap = ""
+        self.lattice: Lattice | None = None
+        self.router: Proc | None = None
+        self.workers: list[Proc] = []
+        self.acknowledged: list[str] = []
+        self.started = time.monotonic()
+        self._stop_load = threading.Event()
+        self._stop_sampling = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.load_error: BaseException | None = None
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the cluster, make the lattice's topics and models, start the router and workers."""
+        self.say("starting a three-broker cluster")
+        for attempt in range(3):
+            try:
+                state = dev.start(self.data_dir, port=dev.free_port_block(3), nodes=3, progress=lambda _: None)
+                break
+            except DevBrokerError as e:  # a port taken between the check and the bind: another block
+                if attempt == 2:
+                    raise
+                self.say(f"the cluster did not start ({str(e).splitlines()[0]}); again on other ports")
+                dev.stop(self.data_dir, progress=lambda _: None)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.bootstrap = state.bootstrap
+        self.lattice = self._write_lattice()
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.bootstrap), self.lattice))
+        for task in self.tasks:
+            build_model(self.lattice.task(task))
+        self.router = Proc(
+            "router", [*self._common(), "router", "--web-port", str(dev.free_port())], self._log("router")
+        )
+        self.router.start(self._env())
+        for task in self.tasks:
+            for region in self.lattice.regions:
+                self.add_worker(task, region.name)
+        self._wait_for_assignment()
+        self._spawn(self._sample_rss)
+
+    def _write_lattice(self) -> Lattice:
+        """The base lattice in a namespace of its own, so a run never touches anyone's topics."""
+        namespace = f"chaos{uuid.uuid4().hex[:8]}"
+        assert self.base.source is not None
+        text = Path(self.base.source).read_text()
+        text, n = re.subn(r"(?m)^namespace\s*=.*$", f'namespace = "{namespace}"', text)
+        if n == 0:
+            text = text.replace("[lattice]", f'[lattice]\nnamespace = "{namespace}"', 1)
+        # model paths are relative to the lattice file: make them absolute for the copy
+        base_dir = Path(self.base.source).resolve().parent
+        text = re.sub(
+            r'(?m)^(\s*model\s*=\s*)"([^"]+)"',
+            lambda m: f'{m.group(1)}"{(base_dir / m.group(2)).as_posix()}"',
+            text,
+        )
+        path = self.workdir / "lattice.toml"
+        path.write_text(text)
+        return load_lattice(path)
+
+    def _common(self) -> list[str]:
+        assert self.lattice is not None and self.lattice.source is not None
+        return ["--bootstrap", self.bootstrap, "--config", str(self.lattice.source)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def add_worker(self, task: str, region: str) -> Proc:
+        """Start one more worker of `task` in `region`."""
+        node = f"{region}-{task}-{len(self.workers)}"
+        args = [*self._common(), "worker", "--task", task, "--region", region, "--node-id", node]
+        if self.mode == "eos":
+            args.append("--exactly-once")
+        proc = Proc(node, args, self._log(node))
+        proc.start(self._env())
+        self.workers.append(proc)
+        return proc
+
+    def _wait_for_assignment(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all("assigned partitions [" in w.text() for w in self.workers):
+            for w in self.workers:
+                if not w.alive():
+                    raise RuntimeError(f"worker {w.name} exited while starting:\n{w.text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not join their groups in time")
+            time.sleep(0.5)
+
+    # ---- load and sampling ---------------------------------------------------------------
+
+    def start_load(self, rate: float) -> None:
+        """Publish events of every task into every region at `rate` per second, open loop."""
+        self._spawn(lambda: self._run_load(rate))
+
+    def _run_load(self, rate: float) -> None:
+        try:
+            asyncio.run(self._publish(rate))
+        except BaseException as e:  # reported: a run whose load generator failed is not a result
+            self.load_error = e
+
+    async def _publish(self, rate: float) -> None:
+        assert self.lattice is not None
+        samples = {}
+        for task in self.tasks:
+            spec = self.lattice.task(task)
+            if spec.generator is None:
+                raise RuntimeError(f"task {task!r} has no generator to make load with")
+            samples[task] = import_path(spec.generator)(512, 1)
+        regions = [r.name for r in self.lattice.regions]
+        settings = KafkaSettings(bootstrap=self.bootstrap)
+        async with LatticeProducer(lattice=self.lattice, settings=settings, pending_timeout_s=120) as producer:
+            started, i = time.monotonic(), 0
+            while not self._stop_load.is_set():
+                task = self.tasks[i % len(self.tasks)]
+                payloads, sources = samples[task]
+                k = (i // len(self.tasks)) % len(sources)
+                event_id, delivery = await producer.submit(task, regions[i % len(regions)], sources[k], payloads[k])
+                delivery.add_done_callback(functools.partial(self._acknowledged, event_id))
+                i += 1
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            await producer.flush()
+
+    def _acknowledged(self, event_id: str, delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            self.acknowledged.append(event_id)
+
+    def stop_load(self) -> None:
+        """Stop publishing once everything published is acknowledged (or refused)."""
+        self._stop_load.set()
+
+    def _sample_rss(self) -> None:
+        while not self._stop_sampling.wait(1.0):
+            at = time.monotonic() - self.started
+            for w in self.workers:
+                if w.popen is None or not w.alive():
+                    continue
+                try:
+                    found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{w.popen.pid}/status").read_text())
+                except OSError:  # it exited between the check and the read
+                    continue
+                if found is not None:  # a process killed but not yet reaped has no VmRSS
+                    mb = int(found.group(1)) / 1024
+                    w.rss.append((at, mb))
+                    w.peak_rss_mb = max(w.peak_rss_mb, mb)
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop the load, the workers, the router and the cluster."""
+        self._stop_load.set()
+        self._stop_sampling.set()
+        for t in self._threads:
+            t.join(timeout=60)
+        for p in [*self.workers, *([self.router] if self.router else [])]:
+            p.signal(signal.SIGCONT)
+            p.signal(signal.SIGTERM)
+        for p in [*self.workers, *([self.router] if self.router else [])]:
+            if p.popen is not None:
+                try:
+                    p.popen.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        with contextlib.suppress(Exception):
+            dev.stop(self.data_dir, progress=lambda _: None)
+
+
+class Nemesis:
+    """Applies faults to a lab; each call returns when its target is back (what it did, as data)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def apply(self, fault: Fault) -> dict[str, Any]:
+        """Apply one fault and undo it after its down time."""
+        return getattr(self, fault.kind)(fault)
+
+    def _worker(self, fault: Fault) -> Proc:
+        live = [w for w in self.lab.workers if w.alive()]
+        return live[fault.target % len(live)]
+
+    def worker_kill(self, fault: Fault) -> dict[str, Any]:
+        w = self._worker(fault)
+        w.kill()
+        time.sleep(fault.down_s)
+        self._restart(w)
+        return {"target": w.name}
+
+    def worker_pause(self, fault: Fault) -> dict[str, Any]:
+        w = self._worker(fault)
+        w.signal(signal.SIGSTOP)
+        time.sleep(fault.down_s)
+        w.signal(signal.SIGCONT)
+        return {"target": w.name}
+
+    def router_kill(self, fault: Fault) -> dict[str, Any]:
+        router = self.lab.router
+        assert router is not None
+        router.kill()
+        time.sleep(fault.down_s)
+        self._restart(router)
+        return {"target": "router"}
+
+    def leader_kill_in_rebalance(self, fault: Fault) -> dict[str, Any]:
+        assert self.lab.lattice is not None
+        live = [w for w in self.lab.workers if w.alive()]
+        seen = {w.name: len(LEADS.findall(w.text())) for w in live}
+        task = self.lab.tasks[fault.target % len(self.lab.tasks)]
+        region = self.lab.lattice.regions[fault.target % len(self.lab.lattice.regions)].name
+        joiner = self.lab.add_worker(task, region)  # its join makes the group rebalance
+        deadline = time.monotonic() + 60
+        leader = None
+        while leader is None and time.monotonic() < deadline:
+            leader = next((w for w in live if len(LEADS.findall(w.text())) > seen[w.name]), None)
+            if leader is None and len(LEADS.findall(joiner.text())) > 0:
+                leader = joiner
+            time.sleep(0.02)
+        if leader is None:
+            return {"target": None, "note": "no rebalance was led within 60 s"}
+        leader.kill()
+        time.sleep(fault.down_s)
+        self._restart(leader)
+        if leader is not joiner:  # the group returns to its size: the joiner drains and leaves
+            joiner.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                assert joiner.popen is not None
+                joiner.popen.wait(60)
+        return {"target": leader.name, "joiner": joiner.name}
+
+    def broker_leader_kill(self, fault: Fault) -> dict[str, Any]:
+        assert self.lab.lattice is not None
+        node = leader_of_most(self.lab.bootstrap, [self.lab.lattice.events_topic(t) for t in self.lab.tasks])
+        pid = {s.node_id: s.pid for s in dev.status(self.lab.data_dir)}[node]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(fault.down_s)
+        self._restart_brokers()
+        return {"target": f"broker {node}"}
+
+    def broker_rolling_restart(self, fault: Fault) -> dict[str, Any]:
+        for node in dev.status(self.lab.data_dir):
+            if node.pid is not None and node.running:
+                os.kill(node.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 60
+                while dev.is_our_process(node.pid, self.lab.data_dir.resolve()) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            time.sleep(fault.down_s)
+            self._restart_brokers()
+        return {"target": "every broker"}
+
+    def _restart(self, proc: Proc) -> None:
+        proc.restarts += 1
+        proc.start(self.lab._env())
+
+    def _restart_brokers(self) -> None:
+        dev.start(self.lab.data_dir, nodes=3, progress=lambda _: None)
+        asyncio.run(wait_for_brokers(KafkaSettings(bootstrap=self.lab.bootstrap), 3, 120))
+
+
+def leader_of_most(bootstrap: str, topics: list[str]) -> int:
+    """The broker that leads the most partitions of `topics`."""
+
+    async def describe() -> list[Any]:
+        admin = make_admin(KafkaSettings(bootstrap=bootstrap))
+        await admin.start()
+        try:
+            return await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+
+    counts: dict[int, int] = {}
+    for topic in asyncio.run(describe()):
+        for p in topic["partitions"]:
+            counts[p["leader"]] = counts.get(p["leader"], 0) + 1
+    return max(counts, key=lambda n: counts[n])
+
+
+def rss_growth(samples: list[tuple[float, float]], warm_up_s: float) -> dict[str, float] | None:
+    """RSS after warm-up: first and last minute's means, growth, and the slope (MB/min) over the
+    last 20 minutes (or all there is)."""
+    after = [(t, mb) for t, mb in samples if t >= warm_up_s]
+    if len(after) < 10:
+        return None
+    t0, t1 = after[0][0], after[-1][0]
+    first = [mb for t, mb in after if t <= t0 + 60]
+    last = [mb for t, mb in after if t >= t1 - 60]
+    tail = [(t, mb) for t, mb in after if t >= t1 - 1200]
+    n = len(tail)
+    mean_t = sum(t for t, _ in tail) / n
+    mean_m = sum(mb for _, mb in tail) / n
+    var = sum((t - mean_t) ** 2 for t, _ in tail) or 1.0
+    slope = sum((t - mean_t) * (mb - mean_m) for t, mb in tail) / var * 60
+    start, end = sum(first) / len(first), sum(last) / len(last)
+    return {
+        "first_mb": round(start, 1),
+        "last_mb": round(end, 1),
+        "growth": round(end / start - 1, 4),
+        "slope_mb_per_min": round(slope, 3),
+    }
+
+
+def run(
+    schedule: Schedule,
+    lattice: Lattice,
+    tasks: list[str],
+    workdir: Path,
+    settle_s: float = 90.0,
+    lag_bound: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run `schedule` against a fresh lab in `workdir`; the report (schedule, faults as applied,
+    the checker's verdict, RSS, worker crashes)."""
+    lab = Lab(workdir, lattice, tasks, schedule.mode, progress)
+    bound = lag_bound if lag_bound is not None else max(50, int(schedule.rate * 2))
+    applied: list[dict[str, Any]] = []
+    try:
+        lab.start()
+        nemesis = Nemesis(lab)
+        progress(f"load {schedule.rate:g} events/s for {schedule.minutes:g} min, {len(schedule.faults)} faults")
+        lab.start_load(schedule.rate)
+        t0 = time.monotonic()
+        for fault in schedule.faults:
+            time.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
+            progress(f"{time.monotonic() - t0:6.1f}s  {fault.kind} (down {fault.down_s:g}s)")
+            started = now_us()
+            detail = nemesis.apply(fault)
+            applied.append({**fault.__dict__, **detail, "started_us": started, "ended_us": now_us()})
+        # a fault that ran late still gets a quiet tail under load, to recover in
+        time.sleep(max(QUIET_TAIL_S, t0 + schedule.minutes * 60 - time.monotonic()))
+        end_us = now_us()
+        lab.stop_load()
+        assert lab.lattice is not None
+        topics = [(lab.lattice.events_topic(t), lab.lattice.results_topic(t), lab.lattice.dlq_topic(t)) for t in tasks]
+        progress(f"load stopped; waiting up to {settle_s:g}s for the last answers, then checking")
+        deadline = time.monotonic() + settle_s
+        while True:
+            time.sleep(5)
+            verdict = check(
+                lab.bootstrap,
+                topics,
+                SCHEMA_DIR,
+                lab.acknowledged,
+                [(a["started_us"], a["ended_us"]) for a in applied],
+                end_us,
+                bound,
+            )
+            if verdict.lost == 0 or time.monotonic() > deadline:
+                break
+        crashed = [w.name for w in lab.workers if w.popen is not None and w.popen.poll() not in (None, 0)]
+        return {
+            "schedule": schedule.to_json(),
+            "tasks": tasks,
+            "lag_bound": bound,
+            "faults": [{**a, **r} for a, r in zip(applied, verdict.recoveries, strict=True)],
+            "verdict": verdict.to_json(),
+            "load_error": repr(lab.load_error) if lab.load_error else None,
+            "workers": {
+                w.name: {
+                    "peak_rss_mb": round(w.peak_rss_mb, 1),
+                    "restarts": w.restarts,
+                    "rss": rss_growth(w.rss, warm_up_s=min(120.0, schedule.minutes * 20)),
+                }
+                for w in lab.workers
+            },
+            "crashed": crashed,
+            "logs": str(workdir),
+        }
+    finally:
+        lab.close()
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """Whether a run kept every promise: nothing lost or crashed, and in exactly-once mode no
+    duplicate and no reordering."""
+    v = report["verdict"]
+    ok = v["lost"] == 0 and v["acknowledged_missing"] == 0 and not report["crashed"] and not report["load_error"]
+    if report["schedule"]["mode"] == "eos":
+        ok = ok and v["duplicated"] == 0 and v["order_violations"] == 0
+    return bool(ok)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few lines a person reads first."""
+    v = report["verdict"]
+    s = report["schedule"]
+    worst: dict[str, float] = {}
+    for f in report["faults"]:
+        worst[f["kind"]] = max(worst.get(f["kind"], 0.0), f["recovery_s"])
+    lines = [
+        f"seed {s['seed']} ({s['mode']}, {s['minutes']:g} min, {len(s['faults'])} faults): "
+        f"published {v['published']}, answered {v['answered']}, dead-lettered {v['dead_lettered']}, "
+        f"lost {v['lost']}, duplicated {v['duplicated']}, order violations {v['order_violations']}, "
+        f"acknowledged but missing {v['acknowledged_missing']}",
+        "worst recovery: " + (", ".join(f"{k} {t:.1f}s" for k, t in sorted(worst.items())) or "no faults"),
+        f"peak worker RSS {max((w['peak_rss_mb'] for w in report['workers'].values()), default=0):.0f} MB"
+        + (f"; crashed: {', '.join(report['crashed'])}" if report["crashed"] else ""),
+    ]
+    not_back = [f["kind"] for f in report["faults"] if not f["recovered"]]
+    if not_back:
+        lines.append(f"not recovered before the next fault: {', '.join(not_back)}")
+    return "\n".join(lines)
+
+
+def write(report: dict[str, Any], path: Path) -> None:
+    """The report as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,62 @@
+"""Chaos schedules and the checker's timeline: pure, no broker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlattice.chaos.checker import Timeline
+from streamlattice.chaos.schedule import DOWN_S, KINDS, Schedule, draw
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), minutes=st.floats(1, 40), every=st.floats(10, 120))
+def test_a_seed_draws_the_same_schedule_and_faults_stay_apart_inside_the_run(
+    seed: int, minutes: float, every: float
+) -> None:
+    a = draw(seed, minutes, "eos", 50.0, every)
+    assert a == draw(seed, minutes, "eos", 50.0, every)
+    assert Schedule.from_json(a.to_json()) == a
+    assert Schedule.from_json({"schedule": a.to_json()}) == a  # a report replays too
+    previous_end = 0.0
+    for f in a.faults:
+        low, high = DOWN_S[f.kind]
+        assert low <= f.down_s <= high
+        assert f.at_s >= 15.0 and f.at_s + f.down_s <= minutes * 60 - 15.0
+        assert f.at_s >= previous_end + (15.0 - 1e-6 if previous_end else 0.0)
+        previous_end = f.at_s + f.down_s
+
+
+def test_seeds_draw_every_kind_of_fault() -> None:
+    drawn = {f.kind for seed in range(20) for f in draw(seed, 10, every_s=30).faults}
+    assert drawn == set(KINDS)
+
+
+def test_bad_schedules_are_refused_with_what_is_known() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Schedule.from_json(
+            {
+                "seed": 1,
+                "minutes": 1,
+                "mode": "alo",
+                "rate": 1,
+                "faults": [{"at_s": 1, "kind": "x", "target": 0, "down_s": 1}],
+            }
+        )
+    with pytest.raises(ValueError, match="mode"):
+        draw(1, 1, mode="twice")
+
+
+def test_recovery_is_the_time_until_the_waiting_events_are_back_under_the_bound_for_good() -> None:
+    s = 1_000_000
+    published = np.arange(0, 60 * s, s // 10)  # 10 events/s for a minute
+    answered = published + s // 100  # answered 10 ms later...
+    stalled = (published >= 10 * s) & (published < 20 * s)
+    answered[stalled] = 25 * s  # ...except those of 10-20 s, answered at 25 s
+    timeline = Timeline(published, np.sort(answered))
+    seconds, recovered = timeline.recovery_s(10 * s, 40 * s, bound=20)
+    assert recovered and 14.9 <= seconds <= 15.2  # over 20 waiting from 12 s to 25 s
+    assert timeline.recovery_s(30 * s, 40 * s, bound=20) == (0.0, True)
+    assert timeline.recovery_s(10 * s, 22 * s, bound=20)[1] is False  # still over at the next fault
