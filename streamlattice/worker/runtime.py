@@ -35,6 +35,7 @@ from streamlattice.inference.models import load_model
 from streamlattice.inference.tasks import Inferred, Isolated, TaskRuntime
 from streamlattice.inference.validation import check_event, check_size, non_finite_rows
 from streamlattice.kafka.clients import KafkaSettings, Message, make_consumer, start_client
+from streamlattice.kafka.lag import consumer_lag
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
@@ -279,12 +280,7 @@ class Worker:
 
     async def _send_heartbeat(self, producer: Any, consumer: AIOKafkaConsumer, stopping: bool = False) -> None:
         owned = consumer.assignment()
-        highwater = {tp.partition: hw for tp in owned if (hw := consumer.highwater(tp)) is not None}
-        lag = 0
-        for tp in owned:
-            if tp.partition in highwater:
-                with contextlib.suppress(IllegalStateError):
-                    lag += max(highwater[tp.partition] - await consumer.position(tp), 0)
+        lag, highwater = await consumer_lag(consumer)
         self.meter.roll(highwater)
         # a feed may answer slowly: read it off the event loop (not on the inference thread either)
         reading = await asyncio.get_running_loop().run_in_executor(None, self.power.refresh)
