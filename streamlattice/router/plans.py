@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 class PlanFollower:
     """Reads the compacted placement topic from its start and keeps the newest plan of one task.
 
-    `on_plan` is called (in the event loop) with every plan of a newer epoch.
+    `on_plan` is called (in the event loop) with every plan at least as new as the newest: a
+    router republishes an unchanged plan to show it lives, and such a refresh is what makes a
+    stale plan fresh again, so a group that fell back to sticky must hear of it too.
     """
 
     def __init__(
@@ -75,8 +77,7 @@ class PlanFollower:
                 except Exception as e:  # a plan we cannot read must not stop the worker
                     log.warning("ignoring unreadable plan at offset %d: %s", m.offset, e)
                     continue
-                newer = self.latest is None or plan.epoch > self.latest.epoch
                 if self.latest is None or plan.epoch >= self.latest.epoch:
                     self.latest = plan
-                if newer and self.on_plan is not None:
-                    self.on_plan(plan)
+                    if self.on_plan is not None:
+                        self.on_plan(plan)
