@@ -508,3 +508,59 @@ def write(report: dict[str, Any], path: Path) -> None:
     """The report as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> str:
+    """A summary of many runs: a row per seed, then the issue's targets, each met or missed."""
+    rows = [
+        "| seed | mode | faults | published | lost | duplicated | order violations | worst recovery s | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    by_kind: dict[str, list[float]] = {}
+    not_recovered = 0
+    for r in reports:
+        v, s = r["verdict"], r["schedule"]
+        for f in r["faults"]:
+            by_kind.setdefault(f["kind"], []).append(f["recovery_s"])
+            not_recovered += not f["recovered"]
+        worst = max(r["faults"], key=lambda f: f["recovery_s"], default=None)
+        worst_text = f"{worst['recovery_s']:.1f} ({worst['kind']})" if worst else "-"
+        rows.append(
+            f"| {s['seed']} | {s['mode']} | {', '.join(f['kind'] for f in r['faults'])} | {v['published']} | "
+            f"{v['lost']} | {v['duplicated']} | {v['order_violations']} | "
+            f"{worst_text} | "
+            f"{max((w['peak_rss_mb'] for w in r['workers'].values()), default=0):.0f} |"
+        )
+    eos = [r for r in reports if r["schedule"]["mode"] == "eos"]
+    lost = sum(r["verdict"]["lost"] for r in reports)
+    crashed = sum(len(r["crashed"]) for r in reports)
+    worker_kill = by_kind.get("worker_kill", [])
+    broker_kill = by_kind.get("broker_leader_kill", [])
+
+    def judged(ok: bool, measured: bool = True) -> str:
+        return "not measured (none drawn)" if not measured else "met" if ok else "**missed**"
+
+    def spread(xs: list[float]) -> str:
+        return (
+            f"{len(xs)} faults, {min(xs):.1f}-{max(xs):.1f} s (median {sorted(xs)[len(xs) // 2]:.1f})"
+            if xs
+            else "none drawn"
+        )
+
+    targets = [
+        "| target | result | |",
+        "|---|---|---|",
+        f"| lost = 0 on every seed, both modes | {lost} lost over {len(reports)} runs | {judged(lost == 0)} |",
+        f"| no worker crashed | {crashed} crashed | {judged(crashed == 0)} |",
+        f"| exactly-once: 0 duplicates, order kept | {sum(r['verdict']['duplicated'] for r in eos)} duplicates, "
+        f"{sum(r['verdict']['order_violations'] for r in eos)} order violations in {len(eos)} runs | "
+        f"{judged(all(r['verdict']['duplicated'] == 0 and r['verdict']['order_violations'] == 0 for r in eos))} |",
+        f"| recovery after a worker SIGKILL <= {2 * session_timeout_s:.0f} s | {spread(worker_kill)} | "
+        f"{judged(all(x <= 2 * session_timeout_s for x in worker_kill), bool(worker_kill))} |",
+        f"| recovery after a leader broker SIGKILL <= 30 s | {spread(broker_kill)} | "
+        f"{judged(all(x <= 30 for x in broker_kill), bool(broker_kill))} |",
+        f"| lag back under its bound after every fault | {not_recovered} faults not recovered before the next | "
+        f"{judged(not_recovered == 0)} |",
+    ]
+    kinds = ["| fault | recovery s |", "|---|---|"] + [f"| {k} | {spread(xs)} |" for k, xs in sorted(by_kind.items())]
+    return "\n".join(["## Runs", "", *rows, "", "## Targets", "", *targets, "", "## Recovery by fault", "", *kinds, ""])

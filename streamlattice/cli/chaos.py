@@ -25,7 +25,13 @@ def _seeds(text: str) -> list[int]:
 @click.command("chaos")
 @click.option("--seed", "seeds", default="0", show_default=True, help="Seed(s) of the schedule: 7, 0-19 or 1,4,9.")
 @click.option("--minutes", type=float, default=5.0, show_default=True, help="Length of each run under load.")
-@click.option("--mode", type=click.Choice(MODES), default="alo", show_default=True, help="Worker delivery mode.")
+@click.option(
+    "--mode",
+    type=click.Choice([*MODES, "both"]),
+    default="alo",
+    show_default=True,
+    help="Worker delivery mode; both: even seeds alo, odd seeds eos.",
+)
 @click.option("--rate", type=float, default=100.0, show_default=True, help="Events/s published, open loop.")
 @click.option("--every", type=float, default=60.0, show_default=True, help="Seconds between faults (±30%).")
 @click.option("--kinds", default=",".join(KINDS), show_default=True, help="Fault kinds to draw from.")
@@ -71,7 +77,17 @@ def chaos(
         schedules = (
             [Schedule.from_json(json.loads(replay.read_text()))]
             if replay
-            else [draw(s, minutes, mode, rate, every, [k for k in kinds.split(",") if k]) for s in _seeds(seeds)]
+            else [
+                draw(
+                    s,
+                    minutes,
+                    MODES[s % 2] if mode == "both" else mode,
+                    rate,
+                    every,
+                    [k for k in kinds.split(",") if k],
+                )
+                for s in _seeds(seeds)
+            ]
         )
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         raise click.BadParameter(str(e)) from None
@@ -85,12 +101,13 @@ def chaos(
         raise click.ClickException(
             "streamlattice chaos needs confluent-kafka for its checker: pip install 'streamlattice[chaos]'"
         ) from None
-    from streamlattice.chaos.run import passed, run, summary, write
+    from streamlattice.chaos.run import markdown, passed, run, summary, write
 
     task_list = [t for t in tasks.split(",") if t]
     for t in task_list:
         state.lattice.task(t)
     failures = 0
+    reports = []
     for schedule in schedules:
         where = Path(workdir or tempfile.mkdtemp(prefix=f"sl-chaos-{schedule.seed}-"))
         where.mkdir(parents=True, exist_ok=True)
@@ -98,7 +115,12 @@ def chaos(
         name = f"chaos-{schedule.seed}-{schedule.mode}.json"
         path = (output / name if output.suffix != ".json" else output) if output else Path(name)
         write(report, path)
+        reports.append(report)
         click.echo(summary(report))
         click.echo(f"report: {path}  logs: {where}")
         failures += not passed(report)
+    if len(reports) > 1:
+        folder = output if output and output.suffix != ".json" else Path(".")
+        (folder / "summary.md").write_text(markdown(reports))
+        click.echo(f"summary: {folder / 'summary.md'}")
     sys.exit(1 if failures else 0)
