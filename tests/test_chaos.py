@@ -1,7 +1,7 @@
 """The chaos runner's short schedule: two seeds, one per delivery mode, on a three-broker cluster.
 
 Each run opens with a zombie (a worker paused past its session timeout, resumed after its
-partitions moved) and goes on with two faults drawn from its seed. The independent checker must find
+partitions moved) and goes on with a fault drawn from its seed. The independent checker must find
 nothing lost in either mode; in exactly-once mode no duplicate (the zombie's late writes are
 fenced) and no per-key reordering; in at-least-once mode the zombie's duplicates are bounded.
 The long runs (20 seeds, the 30-minute soak) are `streamlattice chaos` commands whose reports
@@ -27,7 +27,7 @@ RATE = 60.0
 
 
 def short_schedule(seed: int, mode: str) -> Schedule:
-    """A zombie at 10 s, then two faults drawn from `seed` about 35 s apart, in about two minutes."""
+    """A zombie at 10 s, then the first fault drawn from `seed` at about 40 s: under two minutes."""
     drawn = draw(
         seed,
         minutes=1.5,
@@ -39,12 +39,14 @@ def short_schedule(seed: int, mode: str) -> Schedule:
         quiet_s=20,
     )
     zombie = Fault(10.0, "worker_pause", seed, SESSION_TIMEOUT_S + 4)
-    rest = tuple(dataclasses.replace(f, at_s=f.at_s + 40.0) for f in drawn.faults[:2])
-    return Schedule(seed, 2.0, mode, RATE, (zombie, *rest))
+    rest = tuple(dataclasses.replace(f, at_s=f.at_s + 35.0) for f in drawn.faults[:1])
+    return Schedule(seed, 1.5, mode, RATE, (zombie, *rest))
 
 
-# seeds picked so that the two runs draw the four kinds between them (see the schedule in each report)
-@pytest.mark.parametrize(("seed", "mode"), [(19, "alo"), (8, "eos")])
+# Seeds picked so that the two runs draw, after their zombies, the group leader killed in a
+# rebalance (at-least-once) and the router killed (exactly-once): the fault suite's scripted
+# worker and broker kills cover the others in both modes.
+@pytest.mark.parametrize(("seed", "mode"), [(5, "alo"), (8, "eos")])
 def test_a_short_seeded_schedule_loses_nothing(seed: int, mode: str, tmp_path: Path) -> None:
     schedule = short_schedule(seed, mode)
     report = run(schedule, load_lattice(REPO / "lattice.toml"), ["sensor"], tmp_path, settle_s=60, progress=print)

@@ -60,3 +60,27 @@ def test_recovery_is_the_time_until_the_waiting_events_are_back_under_the_bound_
     assert recovered and 14.9 <= seconds <= 15.2  # over 20 waiting from 12 s to 25 s
     assert timeline.recovery_s(30 * s, 40 * s, bound=20) == (0.0, True)
     assert timeline.recovery_s(10 * s, 22 * s, bound=20)[1] is False  # still over at the next fault
+
+
+def report(seed: int, mode: str, lost: int, dups: int, faults: list[tuple[str, float, bool]]) -> dict:
+    return {
+        "schedule": {"seed": seed, "mode": mode},
+        "verdict": {"published": 100, "lost": lost, "duplicated": dups, "order_violations": 0},
+        "faults": [{"kind": k, "recovery_s": r, "recovered": ok} for k, r, ok in faults],
+        "workers": {"w": {"peak_rss_mb": 120.0}},
+        "crashed": [],
+    }
+
+
+def test_the_summary_judges_each_target_from_every_run() -> None:
+    from streamlattice.chaos.run import markdown
+
+    good = markdown([report(0, "alo", 0, 3, [("worker_kill", 12.0, True)]), report(1, "eos", 0, 0, [])])
+    assert "| lost = 0 on every seed, both modes | 0 lost over 2 runs | met |" in good
+    assert "| recovery after a worker SIGKILL <= 20 s | 1 faults, 12.0-12.0 s (median 12.0) | met |" in good
+    assert "leader broker SIGKILL <= 30 s | none drawn | not measured (none drawn) |" in good
+    bad = markdown([report(0, "eos", 2, 1, [("broker_leader_kill", 45.0, False)])])
+    assert "| 2 lost over 1 runs | **missed** |" in bad
+    assert "1 duplicates, 0 order violations in 1 runs | **missed** |" in bad
+    assert "45.0-45.0 s (median 45.0) | **missed** |" in bad
+    assert "| 1 faults not recovered before the next | **missed** |" in bad

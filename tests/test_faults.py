@@ -13,14 +13,10 @@ Run just this suite with `pytest -m faults`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,72 +262,6 @@ def test_the_broker_leading_the_event_partitions_is_killed(
     time.sleep(3)
     s.finish()
     assert all(w.alive() for lane in s.lanes for w in lane.procs), "a worker died with the broker"
-
-
-def plan_of(router: subprocess.Popen[bytes]) -> dict:
-    try:
-        with urllib.request.urlopen(router.web + "/plan", timeout=5) as r:  # type: ignore[attr-defined]
-            return json.loads(r.read()).get("sensor") or {}
-    except OSError:
-        return {}
-
-
-def assignment_lines(w: WorkerProcess) -> int:
-    return len(re.findall(r"assigned partitions \[", w.text()))
-
-
-def test_the_router_is_killed_and_workers_keep_serving_on_the_last_plan(
-    scenario: Callable[[str], Scenario], routers: Callable[..., subprocess.Popen[bytes]]
-) -> None:
-    s = scenario("router SIGKILL")
-    started = [routers(lane.lattice) for lane in s.lanes]
-    s.workers(2)
-    deadline = time.monotonic() + 60
-    while not all(plan_of(r).get("epoch", 0) >= 1 for r in started):
-        assert time.monotonic() < deadline, "the routers published no plan"
-        time.sleep(0.5)
-    time.sleep(4)  # the plan lands on the groups
-    s.load()
-    time.sleep(3)
-    held = {w.node_id: assignment_lines(w) for lane in s.lanes for w in lane.procs}
-    s.fault()
-    for r in started:
-        r.send_signal(signal.SIGKILL)
-        r.wait()
-    time.sleep(12)
-    s.finish()
-    assert {w.node_id: assignment_lines(w) for lane in s.lanes for w in lane.procs} == held, (
-        "without a router the groups should keep their last assignment"
-    )
-
-
-LEADS = re.compile(r"^(\S+ \S+) .*leads the group", re.M)
-
-
-def leaders_log_count(w: WorkerProcess) -> int:
-    return len(LEADS.findall(w.text()))
-
-
-def test_the_group_leader_is_killed_during_a_rebalance(scenario: Callable[[str], Scenario]) -> None:
-    s = scenario("group leader SIGKILL in rebalance")
-    s.workers(2)
-    s.load()
-    time.sleep(3)
-    watch = {lane.mode: {w: leaders_log_count(w) for w in lane.alive()} for lane in s.lanes}
-    for lane in s.lanes:
-        lane.worker()  # joining makes the group rebalance; its leader assigns the new generation
-    s.fault()
-    deadline = time.monotonic() + 90
-    while watch:
-        assert time.monotonic() < deadline, f"no rebalance was led in {sorted(watch)}"
-        for mode, seen in list(watch.items()):
-            leader = next((w for w, n in seen.items() if leaders_log_count(w) > n), None)
-            if leader is not None:  # it is assigning the new generation right now
-                sigkill(leader)
-                del watch[mode]
-        time.sleep(0.02)
-    time.sleep(14)  # the group drops the dead leader after its 10 s session timeout
-    s.finish()
 
 
 def rolling_restart(s: Scenario, replacement: Callable[[Lane], Lattice] | None = None) -> None:

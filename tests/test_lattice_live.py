@@ -210,40 +210,6 @@ def test_a_killed_worker_is_replaced_within_the_session_timeout_plus_a_plan_and_
     assert not missing, f"{len(missing)} of {len(sent)} events lost"
 
 
-def test_with_the_router_down_workers_keep_their_assignment_and_serve(
-    kafka: str, fast_lattice: Lattice, workers: Callable[..., WorkerProcess], feed: PowerFeed, router: Callable
-) -> None:
-    start_lattice(kafka, fast_lattice, workers, feed)
-    r = router()
-    wait_for(lambda: all(owners(kafka, fast_lattice).get(p) == "eu" for p in EU_BLOCK), 60, "eu block at home")
-    wait_for(lambda: _epoch(r) >= 1, 60, "the router published a plan")
-    wait_for(lambda: owners(kafka, fast_lattice) == _planned(r), 60, "the group holds what the plan says")
-    time.sleep(2)
-    before = owners(kafka, fast_lattice)
-    epoch = _epoch(r)
-    r.send_signal(signal.SIGKILL)
-    r.wait()
-    load = Load(kafka, fast_lattice)
-    try:
-        time.sleep(8)
-        feed.readings = {"eu-west": DIRTY, "us-east": GREEN}  # nobody is there to act on it
-        time.sleep(5)
-    finally:
-        sent = load.stop()
-    assert owners(kafka, fast_lattice) == before
-    results = asyncio.run(collect_results(kafka, fast_lattice, "sensor", set(sent), timeout=60))
-    assert set(sent) <= results.keys()
-    assert len(sent) > 300
-    # a new router takes up the epochs where the old one left them, and acts on the new power
-    again = router()
-    wait_for(lambda: _epoch(again) > epoch, 60, "the restarted router publishes the next epoch")
-    wait_for(
-        lambda: all(owners(kafka, fast_lattice).get(p) in ("us", "spare") for p in EU_BLOCK),
-        60,
-        "the restarted router's plan lands",
-    )
-
-
 def _planned(router_proc: subprocess.Popen[bytes]) -> dict[int, str]:
     return {p["partition"]: p["node_id"] for p in router_plan(router_proc)["partitions"]}
 
@@ -279,6 +245,7 @@ def test_with_the_router_dead_past_plan_stale_s_a_rebalance_falls_back_to_region
     r = routers(lattice)
     away = lambda: all(owners(kafka, lattice).get(p) in ("us", "spare") for p in EU_BLOCK)  # noqa: E731
     wait_for(away, 90, "the plan moves eu-west's block to the green us-east nodes")
+    epoch = _epoch(r)
     load = Load(kafka, lattice)
     try:
         time.sleep(2)
@@ -296,7 +263,7 @@ def test_with_the_router_dead_past_plan_stale_s_a_rebalance_falls_back_to_region
         time.sleep(2)
         again = routers(lattice)  # the router's return brings the plan back
         back_s = wait_for(away, 90, "the restarted router's plan lands again")
-        assert _epoch(again) >= 1
+        assert _epoch(again) >= epoch >= 1  # it takes up the epochs where the old one left them
         time.sleep(2)
     finally:
         sent = load.stop()
