@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, outcome, write_lattice
 
+from streamlattice.chaos.run import leader_of_most
 from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
-from streamlattice.kafka.clients import KafkaSettings, make_admin
+from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.records import Result
@@ -225,24 +226,6 @@ def test_a_worker_killed_mid_batch_three_times_in_a_row(scenario: Callable[[str]
         time.sleep(4)
     time.sleep(12)  # the group drops the dead after its 10 s session timeout
     s.finish()
-
-
-def leader_of_most(bootstrap: str, topics: list[str]) -> int:
-    """The broker that leads the most partitions of `topics`."""
-
-    async def describe() -> list:
-        admin = make_admin(KafkaSettings(bootstrap=bootstrap))
-        await admin.start()
-        try:
-            return await admin.describe_topics(topics)
-        finally:
-            await admin.close()
-
-    counts: dict[int, int] = {}
-    for topic in asyncio.run(describe()):
-        for p in topic["partitions"]:
-            counts[p["leader"]] = counts.get(p["leader"], 0) + 1
-    return max(counts, key=lambda n: counts[n])
 
 
 def test_the_broker_leading_the_event_partitions_is_killed(
