@@ -119,8 +119,8 @@ def chaos(
         click.echo(summary(report))
         click.echo(f"report: {path}  logs: {where}")
         failures += not passed(report)
-    if len(reports) > 1:
-        folder = output if output and output.suffix != ".json" else Path(".")
-        (folder / "summary.md").write_text(markdown(reports))
-        click.echo(f"summary: {folder / 'summary.md'}")
+        if len(schedules) > 1:  # after every run, so that a long sweep stopped early still has one
+            folder = output if output and output.suffix != ".json" else Path(".")
+            (folder / "summary.md").write_text(markdown(reports))
+            click.echo(f"summary of {len(reports)} runs: {folder / 'summary.md'}")
     sys.exit(1 if failures else 0)
