@@ -466,7 +466,6 @@ def run(
                 for w in lab.workers
             },
             "crashed": crashed,
-            "logs": str(workdir),
         }
     finally:
         lab.close()
