@@ -17,17 +17,22 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, outcome, write_lattice
 
 from streamlattice.chaos.run import leader_of_most
 from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
-from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer
+from streamlattice.kafka.fixes import OffsetsUnavailable, missing_offsets
+from streamlattice.kafka.lag import group_offsets
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.records import Result
@@ -291,3 +296,38 @@ def test_a_model_version_swap_by_rolling_restart(scenario: Callable[[str], Scena
         assert len(by_version) == 2, f"{lane.mode}: both versions should have served, got {by_version}"
         last = results[lane.mode][lane.sent[-1]][0]
         assert last.model_version != results[lane.mode][lane.sent[0]][0].model_version
+
+
+@pytest.mark.timeout(120)
+def test_committed_offsets_survive_a_coordinator_that_refuses_the_fetch(cluster: Cluster) -> None:
+    """OffsetFetch refused at the top level (here NOT_COORDINATOR: asked of a broker that is not
+    the group's coordinator; after a broker restart, COORDINATOR_LOAD_IN_PROGRESS) must be asked
+    again, not read as "never committed", which sends a consumer back to the partition's start."""
+
+    async def main() -> None:
+        settings = KafkaSettings(bootstrap=cluster.bootstrap)
+        topic, group = f"offsets-{uuid.uuid4().hex[:8]}", f"offsets-{uuid.uuid4().hex[:8]}"
+        admin = make_admin(settings)
+        await admin.start()
+        consumer = make_consumer(settings, group_id=group)
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 3)])
+            await consumer.start()
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.commit({tp: 42})
+            coordinator = consumer._coordinator
+            others = [b.nodeId for b in consumer._client.cluster.brokers() if b.nodeId != coordinator.coordinator_id]
+            coordinator.coordinator_id = others[0]  # the request goes to a broker that refuses it
+            assert await consumer.committed(tp) == 42
+
+            answer = await admin.list_consumer_group_offsets(group, partitions=[tp], group_coordinator_id=others[0])
+            with pytest.raises(OffsetsUnavailable):
+                missing_offsets(group, [tp], answer)
+            offsets = await group_offsets(admin, consumer, group, [tp])  # asks the coordinator itself
+            assert offsets[tp].committed == 42
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    asyncio.run(main())

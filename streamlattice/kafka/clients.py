@@ -28,7 +28,11 @@ from aiokafka.protocol.api import Request
 
 from streamlattice.config import bootstrap_from_env
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
+from streamlattice.kafka import fixes
 from streamlattice.kafka.security import ALLOW, CONFIG_ENV, Acl, Security
+
+# Every client streamlattice builds comes from this module: fix aiokafka's OffsetFetch first.
+fixes.apply()
 
 # (topic, value, key, partition, headers): one record on its way out
 Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError
+
+from streamlattice.kafka.fixes import OffsetsUnavailable, missing_offsets
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,21 @@ class PartitionOffsets:
 async def group_offsets(
     admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group_id: str, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, PartitionOffsets]:
-    """End and committed offsets of `partitions` for `group_id`, through started clients."""
+    """End and committed offsets of `partitions` for `group_id`, through started clients.
+
+    Raises OffsetsUnavailable if the group's coordinator still refuses after a few tries (it
+    loads the group for a few seconds after a broker restart).
+    """
     ends = await consumer.end_offsets(partitions)
-    committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+    for attempt in range(3):
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        try:
+            missing_offsets(group_id, partitions, committed)
+            break
+        except OffsetsUnavailable:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
     out = {}
     for tp in partitions:
         meta = committed.get(tp)

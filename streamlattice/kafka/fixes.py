@@ -1,0 +1,69 @@
+"""aiokafka 0.14 reads a coordinator's refusal of OffsetFetch as "this group never committed".
+
+From version 2 of OffsetFetch (KIP-88), a broker that cannot answer for the group puts its
+error at the top of the response and lists no partitions: COORDINATOR_LOAD_IN_PROGRESS while
+a broker that just took the group over still loads `__consumer_offsets` (every broker restart),
+NOT_COORDINATOR when the group moved. aiokafka 0.14 reads only per-partition errors, so it
+takes the empty answer for "no committed offset" and the consumer starts from
+`auto_offset_reset`. Seen in chaos seed 13 (exactly-once, a rolling restart of the brokers):
+a node that took partition 4 over read it again from offset 0, and 509 events were answered
+twice. With `latest` it would skip the partition's backlog instead. pykafka (#958) and sarama
+(#3574) had the same bug.
+
+`apply()` makes the consumer's coordinator raise that top-level error, which aiokafka already
+retries (after finding the coordinator again when it moved); `missing_offsets` is the check for
+the admin client's `list_consumer_group_offsets`, which has the same blind spot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka import errors as Errors
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.protocol.commit import OffsetFetchRequest
+
+_MOVED = (Errors.NotCoordinatorForGroupError, Errors.GroupCoordinatorNotAvailableError)
+
+
+class OffsetsUnavailable(Errors.KafkaError):
+    """The group coordinator answered without the offsets asked for (it is loading or moved)."""
+
+    retriable = True
+
+
+def apply() -> None:
+    """Install the check on aiokafka's group coordinator (once; later calls do nothing)."""
+    original = GroupCoordinator._send_req
+    if getattr(original, "_streamlattice_checked", False):
+        return
+
+    async def _send_req(self: GroupCoordinator, request: Any) -> Any:
+        response = await original(self, request)
+        if isinstance(request, OffsetFetchRequest):
+            code = getattr(response, "error_code", 0)  # absent before version 2
+            if code:
+                error = Errors.for_code(code)
+                if issubclass(error, _MOVED):
+                    self.coordinator_dead()
+                raise error(f"OffsetFetch for group {self.group_id} refused at the top level")
+        return response
+
+    _send_req._streamlattice_checked = True  # type: ignore[attr-defined]
+    GroupCoordinator._send_req = _send_req
+
+
+def missing_offsets(group_id: str, asked: Collection[TopicPartition], answer: Mapping[TopicPartition, Any]) -> None:
+    """Raise OffsetsUnavailable if the admin client's answer for `group_id` lacks a partition asked for.
+
+    The broker lists every partition asked for (offset -1 when never committed), so a missing one
+    means the coordinator refused the whole request.
+    """
+    missing = [tp for tp in asked if tp not in answer]
+    if missing:
+        raise OffsetsUnavailable(
+            f"the coordinator of group {group_id} answered without the offsets of {len(missing)} partition(s) "
+            "(it is loading or moved); ask again"
+        )
