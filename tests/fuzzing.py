@@ -21,6 +21,7 @@ from streamlattice.config import load_lattice
 from streamlattice.errors import InvalidEvent
 from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.wire.codec import codecs, tensor_record
+from streamlattice.worker.handoff import reject_failed_rows
 from streamlattice.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,22 +45,23 @@ def feed(worker: Worker, values: list[bytes | None]) -> set[int]:
 
     Raises AssertionError when the worker broke a promise; any other exception is an escape.
     """
-    batch = worker.validate([record(v, i) for i, v in enumerate(values)])
+    batch = worker.intake.validate([record(v, i) for i, v in enumerate(values)])
     if batch.accepted:
-        x = worker.model_input(batch)
+        x = worker.intake.model_input(batch)
         if batch.accepted:
-            assert worker.runtime is not None
-            isolated = worker.runtime.run_isolating(x)
+            runtime = worker.runtime
+            assert runtime is not None
+            isolated = runtime.run_isolating(x)
             if isolated.failures:
-                worker._reject_failed_rows(batch, isolated)
+                reject_failed_rows(batch, isolated, worker.node_id)
             if isolated.inferred is not None:
-                results = worker._results(batch, isolated.inferred, 0.001)
+                results = worker.answers.results(batch, isolated.inferred, 0.001, runtime.model)
                 assert len(results) == len(batch.accepted)
                 for item in results:
                     codecs().result.decode(item.message[1])
     handled = sorted([m.offset for m, _ in batch.accepted] + [m.offset for m, _ in batch.rejected])
     assert handled == list(range(len(values))), "every record is answered or dead-lettered, once"
-    letters = worker._dead_letters(batch)
+    letters = worker.answers.dead_letters(batch)
     assert len(letters) == len(batch.rejected)
     for (_, err), (_, (_, value, _, _, headers), _) in zip(batch.rejected, letters, strict=True):
         assert isinstance(err, InvalidEvent) and err.kind in REASON_KINDS, f"unclassified: {err!r}"

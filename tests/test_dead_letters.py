@@ -15,7 +15,7 @@ from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.codec import codecs, tensor_record
-from streamlattice.worker.runtime import ERROR_HEADER, KIND_HEADER
+from streamlattice.worker.outgoing import ERROR_HEADER, KIND_HEADER
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]

@@ -27,7 +27,7 @@ from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, make_consumer
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.sdk.client import LatticeProducer
-from streamlattice.worker.runtime import DEAD_LETTER_ORIGINAL_BYTES, KIND_HEADER
+from streamlattice.worker.outgoing import DEAD_LETTER_ORIGINAL_BYTES, KIND_HEADER
 from workers.sensor import signals
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]

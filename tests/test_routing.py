@@ -7,22 +7,36 @@ from pathlib import Path
 from streamlattice.config import DEFAULT_CONFIG, load_lattice
 from streamlattice.placement.plan import NodeState
 from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
-from streamlattice.wire.records import PublishedPlan
+from streamlattice.wire.records import Heartbeat, PublishedPlan
 
 LATTICE = load_lattice(DEFAULT_CONFIG)
 
 
-def hb(node: str, region: str, t: int, stopping: bool = False, task: str = "sensor") -> dict:
-    return {
-        "node_id": node,
-        "task": task,
-        "region": region,
-        "capacity_eps": 1000.0,
-        "renewable_fraction": 0.5,
-        "carbon_intensity": 300.0,
-        "time_us": t,
-        "stopping": stopping,
-    }
+def hb(node: str, region: str, t: int, stopping: bool = False, task: str = "sensor") -> Heartbeat:
+    return Heartbeat(
+        node_id=node,
+        task=task,
+        region=region,
+        capacity_eps=1000.0,
+        load_eps=10.0,
+        lag=0,
+        partitions=(),
+        partition_load_eps={},
+        mean_batch=1.0,
+        providers=("CPUExecutionProvider",),
+        model_version="v",
+        renewable_fraction=0.5,
+        carbon_intensity=300.0,
+        power_source="grid",
+        time_us=t,
+        stopping=stopping,
+    )
+
+
+def test_a_heartbeat_goes_through_its_schema_and_back() -> None:
+    beat = hb("a", "eu-west", 123)
+    beat = Heartbeat(**{**beat.__dict__, "partitions": (1, 3), "partition_load_eps": {1: 2.5, 3: 0.0}})
+    assert Heartbeat.decode(beat.encode()) == beat
 
 
 def test_only_recent_heartbeats_of_the_task_from_nodes_that_stay_count() -> None:

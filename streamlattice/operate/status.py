@@ -23,7 +23,7 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
     """Everything `status` shows, as one JSON-able dict."""
     now = now_us()
     beats = decode_heartbeats((await read_compacted(settings, lattice.heartbeats_topic)).values())
-    heartbeats = {beat["node_id"]: beat for beat in beats}
+    heartbeats = {beat.node_id: beat for beat in beats}
     plans = {}
     for key, value in (await read_compacted(settings, lattice.placement_topic)).items():
         try:
@@ -59,19 +59,19 @@ async def collect_status(lattice: Lattice, settings: KafkaSettings) -> dict[str,
                 )
             nodes = []
             for m in sorted(group.members, key=lambda m: m.node_id or ""):
-                hb: dict[str, Any] | None = heartbeats.get(m.node_id or "")
+                hb = heartbeats.get(m.node_id or "")
                 nodes.append(
                     {
                         "node_id": m.node_id,
                         "region": m.region,
                         "partitions": list(m.partitions),
                         "lag": sum(p["lag"] for p in partitions if p["owner"] == m.node_id),
-                        "load_eps": round(hb["load_eps"], 1) if hb else None,
-                        "capacity_eps": round(hb["capacity_eps"]) if hb else None,
-                        "renewable_fraction": round(hb["renewable_fraction"], 3) if hb else None,
-                        "carbon_intensity": round(hb["carbon_intensity"]) if hb else None,
-                        "providers": hb["providers"] if hb else None,
-                        "heartbeat_age_s": round((now - hb["time_us"]) / 1e6, 1) if hb else None,
+                        "load_eps": round(hb.load_eps, 1) if hb else None,
+                        "capacity_eps": round(hb.capacity_eps) if hb else None,
+                        "renewable_fraction": round(hb.renewable_fraction, 3) if hb else None,
+                        "carbon_intensity": round(hb.carbon_intensity) if hb else None,
+                        "providers": list(hb.providers) if hb else None,
+                        "heartbeat_age_s": round(hb.age_s(now), 1) if hb else None,
                     }
                 )
             tasks[task] = {

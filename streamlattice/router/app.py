@@ -28,7 +28,7 @@ from streamlattice.metrics import RouterMetrics
 from streamlattice.metrics import serve as serve_metrics
 from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
 from streamlattice.wire.clock import now_us
-from streamlattice.wire.records import PublishedPlan, decode_heartbeats
+from streamlattice.wire.records import Heartbeat, PublishedPlan, decode_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,17 @@ class RouterView:
         self.lag: dict[str, dict[int, int]] = {t: {} for t in lattice.tasks}
         self.plans_published = 0
 
-    def as_json(self, heartbeats: list[dict[str, Any]]) -> dict[str, Any]:
+    def as_json(self, heartbeats: list[Heartbeat]) -> dict[str, Any]:
         """The operator's view: nodes, and per task the plan with the reason for every partition."""
         now = now_us()
         timeout = self.lattice.settings.node_timeout_s
         nodes = [
             {
-                **{k: v for k, v in hb.items() if k != "partition_load_eps"},
-                "age_s": round((now - hb["time_us"]) / 1e6, 1),
-                "live": not hb["stopping"] and (now - hb["time_us"]) / 1e6 <= timeout,
+                **{k: v for k, v in hb.as_json().items() if k != "partition_load_eps"},
+                "age_s": round(hb.age_s(now), 1),
+                "live": not hb.stopping and hb.age_s(now) <= timeout,
             }
-            for hb in sorted(heartbeats, key=lambda h: (h["task"], h["node_id"]))
+            for hb in sorted(heartbeats, key=lambda h: (h.task, h.node_id))
         ]
         tasks = {}
         for name, routing in self.tasks.items():
@@ -112,7 +112,7 @@ def make_app(
     metrics = metrics or RouterMetrics()
     clients: dict[str, Any] = {}
 
-    def heartbeats() -> list[dict[str, Any]]:
+    def heartbeats() -> list[Heartbeat]:
         return decode_heartbeats(list(nodes.values()))
 
     @app.agent(heartbeats_topic)

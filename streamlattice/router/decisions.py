@@ -9,11 +9,10 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from streamlattice.config import Lattice
 from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
-from streamlattice.wire.records import PublishedPlan, Recommendation
+from streamlattice.wire.records import Heartbeat, PublishedPlan, Recommendation
 
 
 def weights(lattice: Lattice) -> Weights:
@@ -29,16 +28,13 @@ def weights(lattice: Lattice) -> Weights:
     )
 
 
-def live_nodes(heartbeats: Iterable[Mapping[str, Any]], task: str, now_us: int, timeout_s: float) -> list[NodeState]:
+def live_nodes(heartbeats: Iterable[Heartbeat], task: str, now_us: int, timeout_s: float) -> list[NodeState]:
     """Nodes of `task` whose newest heartbeat is recent and does not say they are leaving."""
-    out = []
-    for hb in heartbeats:
-        if hb["task"] != task or hb["stopping"] or (now_us - hb["time_us"]) / 1e6 > timeout_s:
-            continue
-        out.append(
-            NodeState(hb["node_id"], hb["region"], hb["capacity_eps"], hb["renewable_fraction"], hb["carbon_intensity"])
-        )
-    return out
+    return [
+        NodeState(hb.node_id, hb.region, hb.capacity_eps, hb.renewable_fraction, hb.carbon_intensity)
+        for hb in heartbeats
+        if hb.task == task and not hb.stopping and hb.age_s(now_us) <= timeout_s
+    ]
 
 
 DRAIN_S = 60.0  # a backlog should be gone within this long

@@ -117,13 +117,59 @@ class PublishedPlan:
         return cls(task, epoch, now_us(), plan.moves, plan.placements, recommendations)
 
 
-def decode_heartbeats(values: Iterable[bytes]) -> list[dict[str, Any]]:
-    """Heartbeat records of raw values; bytes that are not a heartbeat are skipped, not fatal."""
-    decode = codecs().heartbeat.decode
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker node's state as it reports it every few seconds (heartbeat.avsc)."""
+
+    node_id: str
+    task: str
+    region: str
+    capacity_eps: float  # events/s it sustains at its current batch size
+    load_eps: float  # events/s it consumed over the last interval
+    lag: int  # events waiting in its partitions
+    partitions: tuple[int, ...]
+    partition_load_eps: dict[int, float]  # events/s arriving per partition it owns
+    mean_batch: float
+    providers: tuple[str, ...]
+    model_version: str
+    renewable_fraction: float
+    carbon_intensity: float  # gCO2/kWh of its grid now
+    power_source: str
+    time_us: int
+    stopping: bool = False  # the node is draining and leaving
+
+    def age_s(self, now: int | None = None) -> float:
+        """Seconds since the node sent it."""
+        return ((now or now_us()) - self.time_us) / 1e6
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as JSON-able values (partition numbers as strings, as on the wire)."""
+        out = asdict(self)
+        out["partitions"] = list(self.partitions)
+        out["providers"] = list(self.providers)
+        out["partition_load_eps"] = {str(p): v for p, v in self.partition_load_eps.items()}
+        return out
+
+    def encode(self) -> bytes:
+        """The Heartbeat record."""
+        return codecs().heartbeat.encode(self.as_json())
+
+    @classmethod
+    def decode(cls, value: bytes) -> Heartbeat:
+        """A Heartbeat of a record's bytes."""
+        rec: Record = codecs().heartbeat.decode(value)
+        rec["partitions"] = tuple(rec["partitions"])
+        rec["providers"] = tuple(rec["providers"])
+        rec["partition_load_eps"] = {int(p): v for p, v in rec["partition_load_eps"].items()}
+        return cls(**rec)
+
+
+def decode_heartbeats(values: Iterable[bytes]) -> list[Heartbeat]:
+    """Heartbeats of raw values; bytes that are not a heartbeat are skipped, not fatal."""
     out = []
     for value in values:
         try:
-            out.append(decode(value))
+            out.append(Heartbeat.decode(value))
         except Exception:  # someone else's bytes on the topic
             continue
     return out

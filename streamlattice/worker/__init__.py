@@ -1,1 +1,1 @@
-"""A worker node: the consume-infer-produce loop, its exactly-once transactions, and what it reports about itself."""
+"""A worker node: intake, inference hand-off, outgoing records, checkpoint, membership and heartbeat."""

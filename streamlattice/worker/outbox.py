@@ -37,10 +37,9 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnknownProducerId,
 )
-from aiokafka.structs import ConsumerRecord
 
-from streamlattice.errors import InvalidEvent
-from streamlattice.kafka.clients import KafkaSettings, Message, make_producer, send_batches, start_client
+from streamlattice.kafka.clients import KafkaSettings, make_producer, send_batches, start_client
+from streamlattice.worker.outgoing import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +60,6 @@ SEQUENCE_ERRORS: tuple[type[Exception], ...] = (
     ProducerClosed,
 )
 RESEND_PAUSE_S = 0.5
-
-
-class Outgoing(NamedTuple):
-    """One record on its way out and the event it answers."""
-
-    source: ConsumerRecord[bytes, bytes]
-    message: Message
-    error: InvalidEvent | None  # why the event is dead-lettered; None for a result
 
 
 class Delivery(NamedTuple):

@@ -1,0 +1,142 @@
+"""Outgoing records: a batch's results and dead letters, and the smaller forms a refused one takes.
+
+A result goes to the results partition of its event's region block; a dead letter goes to the
+dead-letter partition numbered like its event's, holding the original bytes (cut beyond a size
+the broker takes, with the original's size and SHA-256) and the reason, also in headers.
+How they are sent and committed is the checkpoint's business (worker.checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord
+
+from streamlattice.config import Lattice, Task
+from streamlattice.errors import InvalidEvent
+from streamlattice.inference.models import LoadedModel
+from streamlattice.inference.tasks import Inferred
+from streamlattice.kafka.clients import Message
+from streamlattice.kafka.partitioning import partition_for
+from streamlattice.metrics import WorkerMetrics
+from streamlattice.power.sources import PowerMeter
+from streamlattice.wire.clock import now_us
+from streamlattice.wire.codec import codecs, tensor_rows
+from streamlattice.worker.batch import Batch
+
+ERROR_HEADER = "sl.error.reason"
+KIND_HEADER = "sl.error.kind"
+# A dead letter holds the original whole up to this size (or the task's max_event_bytes, if
+# larger), and beyond it a prefix with the original's size and SHA-256: a whole original can be
+# larger than the broker takes (message.max.bytes, 1 MiB by default), and a dead letter the
+# broker refuses would stop the partition.
+DEAD_LETTER_ORIGINAL_BYTES = 64 * 1024
+# What a refused dead letter keeps of its original in its fallback forms (see worker.outbox).
+DEAD_LETTER_CUTS = (1024, 0)
+
+
+class Outgoing(NamedTuple):
+    """One record on its way out and the event it answers."""
+
+    source: ConsumerRecord[bytes, bytes]
+    message: Message
+    error: InvalidEvent | None  # why the event is dead-lettered; None for a result
+
+
+class Answers:
+    """Builds the records a node sends for a task's events."""
+
+    def __init__(self, lattice: Lattice, task: Task, node_id: str, power: PowerMeter, metrics: WorkerMetrics) -> None:
+        self.lattice = lattice
+        self.task = task
+        self.node_id = node_id
+        self.power = power
+        self.metrics = metrics
+        self.dead_letter_cap = max(DEAD_LETTER_ORIGINAL_BYTES, task.max_event_bytes)
+        self._codecs = codecs()
+        self._regions = {r.name: r for r in lattice.regions}
+        self._results_topic = lattice.results_topic(task.name)
+        self._dlq_topic = lattice.dlq_topic(task.name)
+
+    def results(self, batch: Batch, inferred: Inferred, infer_s: float, model: LoadedModel) -> list[Outgoing]:
+        """The result records of a batch's accepted events, each with the input record it answers."""
+        inferred_us = now_us()
+        n = len(batch.accepted)
+        outputs, flags = inferred.outputs, inferred.flags
+        labels, scores = inferred.annotations.labels, inferred.annotations.scores
+        energy_j = self.task.watts * infer_s / n
+        carbon_g = energy_j / 3.6e6 * self.power.reading.carbon_intensity
+        self.metrics.energy_j.inc(energy_j * n)
+        self.metrics.carbon_g.inc(carbon_g * n)
+        encode = self._codecs.result.encode
+        # per batch, not per event: each output's rows, the scores as floats, the clock
+        columns = [(name, tensor_rows(out)) for name, out in outputs.items()]
+        score_list = None if scores is None else np.asarray(scores, dtype=np.float64).tolist()
+        regions = self._regions
+        produced_us = now_us()
+        messages: list[Outgoing] = []
+        for i, (m, ev) in enumerate(batch.accepted):
+            record = {
+                "event_id": ev["event_id"],
+                "task": self.task.name,
+                "region": ev["region"],
+                "source_id": ev["source_id"],
+                "node_id": self.node_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "label": None if labels is None else labels[i],
+                "score": None if score_list is None else score_list[i],
+                "flags": [] if flags is None else flags[i],
+                "outputs": {name: rows[i] for name, rows in columns},
+                "event_time_us": ev["event_time_us"],
+                "consumed_us": batch.consumed_us,
+                "inferred_us": inferred_us,
+                "produced_us": produced_us,
+                "energy_j": energy_j,
+                "carbon_g": carbon_g,
+            }
+            partition = partition_for(regions[ev["region"]], ev["source_id"].encode())
+            messages.append(Outgoing(m, (self._results_topic, encode(record), m.key, partition, None), None))
+        return messages
+
+    def dead_letters(self, batch: Batch) -> list[Outgoing]:
+        """The dead-letter records of a batch's rejected events."""
+        return [self.dead_letter(m, err, self.dead_letter_cap) for m, err in batch.rejected]
+
+    def dead_letter(self, m: ConsumerRecord[bytes, bytes], err: InvalidEvent, keep: int) -> Outgoing:
+        """The dead letter of one record, holding at most `keep` bytes of its original."""
+        original = m.value or b""
+        record = {
+            "original": original[:keep],
+            "original_key": m.key,
+            "original_size": len(original),
+            "original_sha256": hashlib.sha256(original).hexdigest(),
+            "reason": err.reason,
+            "kind": err.kind,
+            "topic": m.topic,
+            "partition": m.partition,
+            "offset": m.offset,
+            "node_id": self.node_id,
+            "time_us": now_us(),
+        }
+        headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
+        message: Message = (self._dlq_topic, self._codecs.dead_letter.encode(record), m.key, m.partition, headers)
+        return Outgoing(m, message, err)
+
+    def fallback(self, item: Outgoing, error: BaseException, attempt: int) -> Outgoing | None:
+        """The form a record Kafka refused is tried in next (see worker.outbox): a result becomes
+        its event's dead letter, a dead letter keeps less of its original; None when none is left."""
+        refused = f"{type(error).__name__}: {error}"
+        if item.error is None:
+            cuts: tuple[int, ...] = (self.dead_letter_cap, *DEAD_LETTER_CUTS)
+            err = InvalidEvent("produce", f"its result was refused by Kafka ({refused})")
+        else:
+            cuts = DEAD_LETTER_CUTS
+            err = InvalidEvent(
+                item.error.kind, f"{item.error.reason}; its dead letter was refused by Kafka ({refused})"
+            )
+        if attempt > len(cuts):
+            return None
+        return self.dead_letter(item.source, err, cuts[attempt - 1])
