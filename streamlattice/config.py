@@ -98,6 +98,7 @@ class LatticeSettings:
     plan_interval_s: float = 2.0  # how often the router reconsiders the plan
     plan_refresh_s: float = 5.0  # the router republishes an unchanged plan this often
     plan_stale_s: float = 30.0  # a plan older than this means the router is gone
+    plan_hold_s: float = 30.0  # a plan that only improves placement waits this long after the last change
     time_factor: float = 1.0  # simulated power time runs this many times faster
     latency: float = Weights.latency
     carbon: float = Weights.carbon

@@ -107,7 +107,8 @@ labels = ["billing question", "service outage", "password reset", "hardware fail
 FAST_TIMINGS = """heartbeat_s = 1.0
 node_timeout_s = 5.0
 plan_interval_s = 1.0
-plan_refresh_s = 3.0"""
+plan_refresh_s = 3.0
+plan_hold_s = 5.0"""
 
 
 def write_lattice(

@@ -62,12 +62,15 @@ def test_recovery_is_the_time_until_the_waiting_events_are_back_under_the_bound_
     assert timeline.recovery_s(10 * s, 22 * s, bound=20)[1] is False  # still over at the next fault
 
 
-def report(seed: int, mode: str, lost: int, dups: int, faults: list[tuple[str, float, bool]]) -> dict:
+def report(
+    seed: int, mode: str, lost: int, dups: int, faults: list[tuple[str, float, bool]], minutes: float = 1.5, growth=0.0
+) -> dict:
+    rss = {"first_mb": 100.0, "last_mb": 100.0 * (1 + growth), "growth": growth, "slope_mb_per_min": growth * 5}
     return {
-        "schedule": {"seed": seed, "mode": mode},
-        "verdict": {"published": 100, "lost": lost, "duplicated": dups, "order_violations": 0},
+        "schedule": {"seed": seed, "mode": mode, "minutes": minutes},
+        "verdict": {"published": 100, "lost": lost, "duplicated": dups, "order_violations": 0, "lag": {}},
         "faults": [{"kind": k, "recovery_s": r, "recovered": ok} for k, r, ok in faults],
-        "workers": {"w": {"peak_rss_mb": 120.0}},
+        "workers": {"w": {"peak_rss_mb": 120.0, "rss": rss}},
         "crashed": [],
     }
 
@@ -84,3 +87,8 @@ def test_the_summary_judges_each_target_from_every_run() -> None:
     assert "1 duplicates, 0 order violations in 1 runs | **missed** |" in bad
     assert "45.0-45.0 s (median 45.0) | **missed** |" in bad
     assert "| 1 faults not recovered before the next | **missed** |" in bad
+    assert "RSS growth after warm-up < 10% | no soak run | not measured (none drawn) |" in good
+    leaking = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.12)])
+    assert "1 runs, worst growth 12.0%" in leaking and "| **missed** |" in leaking
+    steady = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.02)])
+    assert "1 runs, worst growth 2.0%, slopes +0.10 to +0.10 MB/min | met |" in steady

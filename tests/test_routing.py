@@ -67,9 +67,30 @@ def test_a_changed_plan_gets_the_next_epoch_and_an_unchanged_one_is_only_refresh
     assert again is not None and again.epoch == 1 and again.created_us >= first.created_us
     greener = [NodeState("us-east-1", "us-east", 1000, 0.95, 30)] + [n for n in nodes if n.region != "us-east"]
     dirty_eu = [NodeState("eu-west-1", "eu-west", 1000, 0.05, 680)] + [n for n in greener if n.region != "eu-west"]
-    moved = routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=7.0)
+    hold = LATTICE.settings.plan_hold_s
+    moved = routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=hold + 1)
     assert moved is not None and moved.epoch == 2 and moved.moves > 0
-    assert routing.decide(LATTICE, [], {}, refresh_s=5, now=8.0) is None  # no live node: no plan
+    assert routing.decide(LATTICE, [], {}, refresh_s=5, now=hold + 2) is None  # no live node: no plan
+
+
+def test_a_change_that_only_improves_placement_waits_but_a_lost_node_is_followed_at_once() -> None:
+    routing = TaskRouting("sensor")
+    hold = LATTICE.settings.plan_hold_s
+    nodes = [NodeState(f"{r.name}-1", r.name, 1000, 0.5, 300) for r in LATTICE.regions]
+    first = routing.decide(LATTICE, nodes, {}, refresh_s=5, now=0.0)
+    assert first is not None and first.epoch == 1
+    # eu-west's grid turns dirty right after: moving away would help, but the last change is recent
+    dirty_eu = [NodeState("eu-west-1", "eu-west", 1000, 0.05, 680)] + [n for n in nodes if n.region != "eu-west"]
+    assert routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=1.0) is None
+    refreshed = routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=6.0)  # the held plan, refreshed
+    assert refreshed is not None and refreshed.epoch == 1 and refreshed.assignment == first.assignment
+    assert routing.held == 2
+    later = routing.decide(LATTICE, dirty_eu, {}, refresh_s=5, now=hold + 0.5)
+    assert later is not None and later.epoch == 2 and later.assignment != first.assignment
+    # a node lost right after that change: its partitions move at once
+    gone = [n for n in dirty_eu if n.node_id != "us-east-1"]
+    lost = routing.decide(LATTICE, gone, {}, refresh_s=5, now=hold + 1.0)
+    assert lost is not None and lost.epoch == 3 and "us-east-1" not in lost.assignment.values()
 
 
 def test_a_restarted_router_continues_the_epochs(tmp_path: Path) -> None:

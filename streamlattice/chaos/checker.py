@@ -116,6 +116,21 @@ class Timeline:
         return float((grid[last] - start_us) / 1e6 + step_s), bool(last < len(grid) - 1)
 
 
+def slope_per_min(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute; 0 for fewer than two."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points) or 1.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 60
+
+
+LAG_STEP_S = 10.0  # the waiting events are sampled this often for the lag's trend
+TREND_S = 1200.0  # the trend is taken over the last 20 minutes (or all there is)
+
+
 @dataclass
 class Verdict:
     """What the checker found in one run's topics."""
@@ -130,6 +145,9 @@ class Verdict:
     undecodable: int = 0
     lost_ids: list[str] = field(default_factory=list)
     recoveries: list[dict[str, Any]] = field(default_factory=list)
+    # waiting events (published, not yet answered) every LAG_STEP_S: max, last, and the slope
+    # over the last TREND_S; a lattice that keeps up has a slope near 0
+    lag: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The verdict as JSON-able data (at most 20 lost ids)."""
@@ -195,6 +213,17 @@ def check(
     # a fault's window runs to the next fault; the last one's to the last answer
     last = max([end_us, *timeline.answered_us[-1:].tolist(), *timeline.published_us[-1:].tolist()])
     ends = [start for start, _ in faults[1:]] + [int(last)]
+    if len(timeline.published_us) and end_us > timeline.published_us[0]:
+        grid = np.arange(int(timeline.published_us[0]), end_us, int(LAG_STEP_S * 1e6))
+        waiting = timeline.waiting(grid)
+        t = (grid - grid[0]) / 1e6
+        tail = [(float(a), float(b)) for a, b in zip(t, waiting, strict=True) if a >= t[-1] - TREND_S]
+        verdict.lag = {
+            "max": int(waiting.max()),
+            "last": int(waiting[-1]),
+            "slope_per_min": round(slope_per_min(tail), 2),
+            "step_s": LAG_STEP_S,
+        }
     for (start, stop), until in zip(faults, ends, strict=True):
         seconds, recovered = timeline.recovery_s(start, max(until, start), bound)
         verdict.recoveries.append(

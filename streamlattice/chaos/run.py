@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamlattice.chaos.checker import check
+from streamlattice.chaos.checker import TREND_S, check, slope_per_min
 from streamlattice.chaos.schedule import Fault, Schedule
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.devbroker import broker as dev
@@ -387,12 +387,7 @@ def rss_growth(samples: list[tuple[float, float]], warm_up_s: float) -> dict[str
     t0, t1 = after[0][0], after[-1][0]
     first = [mb for t, mb in after if t <= t0 + 60]
     last = [mb for t, mb in after if t >= t1 - 60]
-    tail = [(t, mb) for t, mb in after if t >= t1 - 1200]
-    n = len(tail)
-    mean_t = sum(t for t, _ in tail) / n
-    mean_m = sum(mb for _, mb in tail) / n
-    var = sum((t - mean_t) ** 2 for t, _ in tail) or 1.0
-    slope = sum((t - mean_t) * (mb - mean_m) for t, mb in tail) / var * 60
+    slope = slope_per_min([(t, mb) for t, mb in after if t >= t1 - TREND_S])
     start, end = sum(first) / len(first), sum(last) / len(last)
     return {
         "first_mb": round(start, 1),
@@ -497,6 +492,14 @@ def summary(report: dict[str, Any]) -> str:
         f"peak worker RSS {max((w['peak_rss_mb'] for w in report['workers'].values()), default=0):.0f} MB"
         + (f"; crashed: {', '.join(report['crashed'])}" if report["crashed"] else ""),
     ]
+    lag = v.get("lag")
+    if lag:
+        lines.append(
+            f"waiting events: max {lag['max']}, at the end {lag['last']}, "
+            f"trend {lag['slope_per_min']:+.1f}/min over the last 20 min (bound {report['lag_bound']})"
+        )
+    if report["load_error"]:
+        lines.append(f"the load generator failed, so this run proves nothing: {report['load_error']}")
     not_back = [f["kind"] for f in report["faults"] if not f["recovered"]]
     if not_back:
         lines.append(f"not recovered before the next fault: {', '.join(not_back)}")
@@ -507,6 +510,9 @@ def write(report: dict[str, Any], path: Path) -> None:
     """The report as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+SOAK_MINUTES = 10.0  # a run this long counts as a soak in the summary
 
 
 def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> str:
@@ -560,6 +566,23 @@ def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> 
         f"{judged(all(x <= 30 for x in broker_kill), bool(broker_kill))} |",
         f"| lag back under its bound after every fault | {not_recovered} faults not recovered before the next | "
         f"{judged(not_recovered == 0)} |",
+    ]
+    soaks = [r for r in reports if r["schedule"]["minutes"] >= SOAK_MINUTES]
+    rss = [w["rss"] for r in soaks for w in r["workers"].values() if w["rss"]]
+    lags = [r["verdict"].get("lag") or {} for r in soaks]
+    growth = max((x["growth"] for x in rss), default=0.0)
+    targets += [
+        f"| soak (runs of {SOAK_MINUTES}+ min): worker RSS growth after warm-up < 10% | "
+        + (
+            f"{len(soaks)} runs, worst growth {growth:.1%}, slopes "
+            f"{min(x['slope_mb_per_min'] for x in rss):+.2f} to {max(x['slope_mb_per_min'] for x in rss):+.2f} MB/min"
+            if rss
+            else "no soak run"
+        )
+        + f" | {judged(growth < 0.10, bool(rss))} |",
+        "| soak: waiting events do not grow (slope over the last 20 min) | "
+        + ("; ".join(f"max {x['max']}, last {x['last']}, {x['slope_per_min']:+.1f}/min" for x in lags if x) or "none")
+        + " | a slope near 0 and a last value under the lag bound |",
     ]
     kinds = ["| fault | recovery s |", "|---|---|"] + [f"| {k} | {spread(xs)} |" for k, xs in sorted(by_kind.items())]
     return "\n".join(["## Runs", "", *rows, "", "## Targets", "", *targets, "", "## Recovery by fault", "", *kinds, ""])

@@ -115,24 +115,36 @@ async def _wait_until_served(admin: Any, names: list[str], timeout_s: float = 30
 TOPIC_AUTHORIZATION_FAILED = 29  # Kafka's error code
 
 
+# How long a topic a broker calls unknown is asked about again (see require_topics).
+METADATA_SETTLE_S = 3.0
+
+
 async def require_topics(settings: KafkaSettings, names: list[str]) -> dict[str, int]:
-    """Partition counts of `names`; TopicMissing naming the command that creates them."""
-    admin = make_admin(settings)
-    await start_client(admin, settings)
-    try:
-        described = await admin.describe_topics(names)
-    finally:
-        await admin.close()
-    found = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
-    refused = [t["topic"] for t in described if t["error_code"] == TOPIC_AUTHORIZATION_FAILED]
-    if refused:
-        raise NotAuthorized(
-            f"{settings.security.describe()} may not use topic(s) {', '.join(refused)} on {settings.bootstrap}: "
-            "use the credentials of a principal with rights to them"
-        )
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise TopicMissing(
-            f"topic(s) {', '.join(missing)} missing on {settings.bootstrap} (run `streamlattice topics init`)"
-        )
-    return found
+    """Partition counts of `names`; TopicMissing naming the command that creates them.
+
+    A broker that has just started (or not yet applied the newest metadata) may not know a topic
+    for a moment: a topic it calls unknown is asked about again for up to `METADATA_SETTLE_S`.
+    """
+    deadline = time.monotonic() + METADATA_SETTLE_S
+    while True:
+        admin = make_admin(settings)
+        await start_client(admin, settings)
+        try:
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        found = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+        refused = [t["topic"] for t in described if t["error_code"] == TOPIC_AUTHORIZATION_FAILED]
+        if refused:
+            raise NotAuthorized(
+                f"{settings.security.describe()} may not use topic(s) {', '.join(refused)} on {settings.bootstrap}: "
+                "use the credentials of a principal with rights to them"
+            )
+        missing = [n for n in names if n not in found]
+        if not missing:
+            return found
+        if time.monotonic() >= deadline:
+            raise TopicMissing(
+                f"topic(s) {', '.join(missing)} missing on {settings.bootstrap} (run `streamlattice topics init`)"
+            )
+        await asyncio.sleep(0.5)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streamlattice.config import Lattice
 from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
+from streamlattice.wire.clock import now_us
 from streamlattice.wire.records import Heartbeat, PublishedPlan, Recommendation
 
 
@@ -100,11 +101,15 @@ class TaskRouting:
     assignment: dict[int, str] = field(default_factory=dict)
     last: PublishedPlan | None = None
     published_at: float = 0.0  # monotonic
+    changed_at: float = -math.inf  # monotonic: when the assignment last changed
+    nodes: frozenset[str] = frozenset()  # the live nodes the current assignment was made for
+    held: int = 0  # changes held back so far (see decide)
 
     def recover(self, plan: PublishedPlan) -> None:
         """Take up where a published plan left off (after a restart)."""
         if plan.epoch >= self.epoch:
             self.epoch, self.assignment, self.last = plan.epoch, plan.assignment, plan
+            self.nodes = frozenset(plan.assignment.values())
 
     def decide(
         self,
@@ -116,17 +121,36 @@ class TaskRouting:
         lag: Mapping[int, int] | None = None,
     ) -> PublishedPlan | None:
         """The plan to publish now, if any: a changed plan with the next epoch, or the same one
-        again once `refresh_s` has passed (its age tells workers the router lives)."""
+        again once `refresh_s` has passed (its age tells workers the router lives).
+
+        Every change is a rebalance of the group, which pauses it, and the measurements a plan
+        is made from (capacity, arrival rates) swing while the cluster is in trouble. So a
+        change that only improves placement waits until `plan_hold_s` has passed since the
+        last change; a change because a node came or went is published at once.
+        """
         now = time.monotonic() if now is None else now
         if not nodes:
             return None
+        recommended = recommendations(lattice, nodes, loads, lag or {})
         parts = [PartitionState(p, r.name, loads.get(p, 0.0)) for r in lattice.regions for p in r.block]
         plan = make_plan(parts, nodes, lattice.latency_ms, weights(lattice), previous=self.assignment or None)
+        live = frozenset(n.node_id for n in nodes)
+        due = self.last is None or now - self.published_at >= refresh_s
         if plan.assignment != self.assignment:
+            membership = live != self.nodes
+            if self.last is not None and not membership and now - self.changed_at < lattice.settings.plan_hold_s:
+                self.held += 1
+                if not due:
+                    return None
+                self.last = replace(self.last, created_us=now_us(), moves=0, recommendations=recommended)
+                self.published_at = now
+                return self.last
             self.epoch += 1
-        elif self.last is not None and now - self.published_at < refresh_s:
+            self.changed_at = now
+        elif not due:
             return None
         self.assignment = plan.assignment
-        self.last = PublishedPlan.of(self.task, self.epoch, plan, recommendations(lattice, nodes, loads, lag or {}))
+        self.nodes = live
+        self.last = PublishedPlan.of(self.task, self.epoch, plan, recommended)
         self.published_at = now
         return self.last

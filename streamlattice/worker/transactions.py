@@ -123,6 +123,9 @@ class PartitionTransactions:
         except (KafkaError, OSError):
             # Reopening fences this producer and aborts whatever it left open, and it waits
             # until the broker has resolved that transaction, so the committed offset is final.
+            # The failure may have come after the broker took the commit (a lost answer): the
+            # group knows, not this node, so it is asked (see Transactional.reposition).
+            self.next_offsets.pop(tp, None)
             await self._close([tp])
             await self._open(tp)
             raise
