@@ -92,3 +92,16 @@ def test_the_summary_judges_each_target_from_every_run() -> None:
     assert "1 runs, worst growth 12.0%" in leaking and "| **missed** |" in leaking
     steady = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.02)])
     assert "1 runs, worst growth 2.0%, slopes +0.10 to +0.10 MB/min | met |" in steady
+
+
+def test_a_run_without_faults_has_no_recoveries_and_the_lag_trend_shows_a_backlog_that_grows() -> None:
+    s = 1_000_000
+    published = np.arange(0, 600 * s, s // 10, dtype=np.int64)  # 10 events/s for 10 minutes
+    keeping_up = Timeline(published, published + s // 100)
+    assert keeping_up.recoveries([], 600 * s, bound=20) == []
+    steady = keeping_up.trend(600 * s)
+    assert steady["max"] <= 1 and abs(steady["slope_per_min"]) < 0.1
+    slow = Timeline(published, np.sort(published[::2] * 2))  # every other event, answered at 2.5/s
+    growing = slow.trend(600 * s)
+    assert 400 <= growing["slope_per_min"] <= 500 and growing["last"] >= 4400  # 7.5 events/s behind
+    assert Timeline(published[:0], published[:0]).trend(600 * s) == {}

@@ -90,32 +90,6 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 10.0) -> list[tuple[i
         consumer.close()
 
 
-@dataclass
-class Timeline:
-    """When each event was published and first answered (µs), to count what waits at any moment."""
-
-    published_us: np.ndarray
-    answered_us: np.ndarray  # sorted; events never answered are absent
-
-    def waiting(self, at_us: np.ndarray) -> np.ndarray:
-        """Events published by each moment and not answered by it."""
-        return np.searchsorted(self.published_us, at_us, side="right") - np.searchsorted(
-            self.answered_us, at_us, side="right"
-        )
-
-    def recovery_s(self, start_us: int, until_us: int, bound: int, step_s: float = 0.1) -> tuple[float, bool]:
-        """(seconds from `start_us` until the waiting events are back under `bound` for good before
-        `until_us`, whether they were under it by then); 0 when they never went over."""
-        grid = np.arange(start_us, until_us, int(step_s * 1e6))
-        if len(grid) == 0:
-            return 0.0, True
-        over = np.flatnonzero(self.waiting(grid) > bound)
-        if len(over) == 0:
-            return 0.0, True
-        last = over[-1]
-        return float((grid[last] - start_us) / 1e6 + step_s), bool(last < len(grid) - 1)
-
-
 def slope_per_min(points: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, value) points, per minute; 0 for fewer than two."""
     n = len(points)
@@ -129,6 +103,59 @@ def slope_per_min(points: Sequence[tuple[float, float]]) -> float:
 
 LAG_STEP_S = 10.0  # the waiting events are sampled this often for the lag's trend
 TREND_S = 1200.0  # the trend is taken over the last 20 minutes (or all there is)
+
+
+@dataclass
+class Timeline:
+    """When each event was published and first answered (µs), to count what waits at any moment."""
+
+    published_us: np.ndarray
+    answered_us: np.ndarray  # sorted; events never answered are absent
+
+    def waiting(self, at_us: np.ndarray) -> np.ndarray:
+        """Events published by each moment and not answered by it."""
+        return np.searchsorted(self.published_us, at_us, side="right") - np.searchsorted(
+            self.answered_us, at_us, side="right"
+        )
+
+    def trend(self, end_us: int) -> dict[str, float]:
+        """The waiting events every LAG_STEP_S from the first event to `end_us`: max, last, and the
+        slope (per minute) over the last TREND_S; empty when nothing was published before `end_us`."""
+        if len(self.published_us) == 0 or end_us <= self.published_us[0]:
+            return {}
+        grid = np.arange(int(self.published_us[0]), end_us, int(LAG_STEP_S * 1e6))
+        waiting = self.waiting(grid)
+        t = (grid - grid[0]) / 1e6
+        tail = [(float(a), float(b)) for a, b in zip(t, waiting, strict=True) if a >= t[-1] - TREND_S]
+        return {
+            "max": int(waiting.max()),
+            "last": int(waiting[-1]),
+            "slope_per_min": round(slope_per_min(tail), 2),
+            "step_s": LAG_STEP_S,
+        }
+
+    def recoveries(self, faults: Sequence[tuple[int, int]], end_us: int, bound: int) -> list[dict[str, Any]]:
+        """Each fault's recovery (see recovery_s); a fault's window runs to the next fault's start,
+        the last one's to the last event or answer."""
+        last = max([end_us, *self.answered_us[-1:].tolist(), *self.published_us[-1:].tolist()])
+        ends = [start for start, _ in faults[1:]] + [int(last)]
+        out = []
+        for (start, stop), until in zip(faults, ends, strict=False):  # no end for no fault
+            seconds, recovered = self.recovery_s(start, max(until, start), bound)
+            out.append({"started_us": start, "ended_us": stop, "recovery_s": round(seconds, 2), "recovered": recovered})
+        return out
+
+    def recovery_s(self, start_us: int, until_us: int, bound: int, step_s: float = 0.1) -> tuple[float, bool]:
+        """(seconds from `start_us` until the waiting events are back under `bound` for good before
+        `until_us`, whether they were under it by then); 0 when they never went over."""
+        grid = np.arange(start_us, until_us, int(step_s * 1e6))
+        if len(grid) == 0:
+            return 0.0, True
+        over = np.flatnonzero(self.waiting(grid) > bound)
+        if len(over) == 0:
+            return 0.0, True
+        last = over[-1]
+        return float((grid[last] - start_us) / 1e6 + step_s), bool(last < len(grid) - 1)
 
 
 @dataclass
@@ -210,23 +237,6 @@ def check(
         np.sort(np.array([t for *_, t in events.values()], dtype=np.int64)),
         np.sort(np.array([first_answer[e] for e in events if e in first_answer], dtype=np.int64)),
     )
-    # a fault's window runs to the next fault; the last one's to the last answer
-    last = max([end_us, *timeline.answered_us[-1:].tolist(), *timeline.published_us[-1:].tolist()])
-    ends = [start for start, _ in faults[1:]] + [int(last)]
-    if len(timeline.published_us) and end_us > timeline.published_us[0]:
-        grid = np.arange(int(timeline.published_us[0]), end_us, int(LAG_STEP_S * 1e6))
-        waiting = timeline.waiting(grid)
-        t = (grid - grid[0]) / 1e6
-        tail = [(float(a), float(b)) for a, b in zip(t, waiting, strict=True) if a >= t[-1] - TREND_S]
-        verdict.lag = {
-            "max": int(waiting.max()),
-            "last": int(waiting[-1]),
-            "slope_per_min": round(slope_per_min(tail), 2),
-            "step_s": LAG_STEP_S,
-        }
-    for (start, stop), until in zip(faults, ends, strict=True):
-        seconds, recovered = timeline.recovery_s(start, max(until, start), bound)
-        verdict.recoveries.append(
-            {"started_us": start, "ended_us": stop, "recovery_s": round(seconds, 2), "recovered": recovered}
-        )
+    verdict.lag = timeline.trend(end_us)
+    verdict.recoveries = timeline.recoveries(faults, end_us, bound)
     return verdict
