@@ -4,6 +4,12 @@ Every record is framed with Avro's single-object encoding (0xC3 0x01, then the 8
 CRC-64-AVRO fingerprint of the writer's schema), so a reader knows which schema wrote a
 record: it refuses records of a schema it does not know, and resolves records written with
 an older version of its own schema (schema evolution) instead of misreading them.
+
+The fingerprint is the specification's: of the schema's Parsing Canonical Form with every
+named type it refers to written out at its first use (as Apache Avro's Java
+SchemaNormalization and Python `Schema.fingerprint` do), so a producer or consumer built on
+those libraries agrees with ours. Up to 0.1.0 the fingerprint left a shared type such as
+`streamlattice.Tensor` as a bare name; records framed that way are still read.
 """
 
 from __future__ import annotations
@@ -48,7 +54,40 @@ def parse(schema_json: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> dict[st
 
 def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
     """The 8-byte CRC-64-AVRO fingerprint of a parsed schema, as single-object encoding frames it."""
+    named = parsed.get("__named_schemas", {})
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(inline_first_use(parsed, named)), "CRC-64-AVRO"))
+
+
+def legacy_fingerprint(parsed: dict[str, Any]) -> bytes:
+    """The fingerprint streamlattice 0.1.0 framed records with (named types left as names)."""
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+def inline_first_use(schema: Any, named: dict[str, Any], defined: set[str] | None = None) -> Any:
+    """`schema` with each named type it refers to by name written out where it is first used
+    (and referred to by name after that), as the Parsing Canonical Form requires."""
+    defined = set() if defined is None else defined
+    if isinstance(schema, str):
+        if schema in named and schema not in defined:
+            return inline_first_use(named[schema], named, defined)
+        return schema
+    if isinstance(schema, list):
+        return [inline_first_use(branch, named, defined) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if not k.startswith("__")}
+    kind = schema.get("type")
+    if kind in ("record", "error", "enum", "fixed") and "name" in schema:
+        defined.add(schema["name"])
+    if kind in ("record", "error"):
+        out["fields"] = [{**f, "type": inline_first_use(f["type"], named, defined)} for f in schema["fields"]]
+    elif kind == "array":
+        out["items"] = inline_first_use(schema["items"], named, defined)
+    elif kind == "map":
+        out["values"] = inline_first_use(schema["values"], named, defined)
+    elif isinstance(kind, dict | list) or kind in named:
+        out["type"] = inline_first_use(kind, named, defined)
+    return out
 
 
 class RecordCodec:
@@ -59,10 +98,11 @@ class RecordCodec:
         self.name: str = schema["name"]
         self.fingerprint = schema_fingerprint(schema)
         self._header = MAGIC + self.fingerprint
-        # writer fingerprint -> writer schema; our own needs no resolution.
-        self._writers: dict[bytes, dict[str, Any] | None] = {self.fingerprint: None}
+        # writer fingerprint (the specification's, and the one of 0.1.0) -> writer schema;
+        # our own needs no resolution.
+        self._writers: dict[bytes, dict[str, Any] | None] = {legacy_fingerprint(schema): None, self.fingerprint: None}
         for old in older:
-            self._writers[schema_fingerprint(old)] = old
+            self._writers[schema_fingerprint(old)] = self._writers[legacy_fingerprint(old)] = old
 
     @classmethod
     def named(cls, name: str, schema_dir: Path = SCHEMA_DIR) -> RecordCodec:
