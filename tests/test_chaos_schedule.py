@@ -65,7 +65,13 @@ def test_recovery_is_the_time_until_the_waiting_events_are_back_under_the_bound_
 def report(
     seed: int, mode: str, lost: int, dups: int, faults: list[tuple[str, float, bool]], minutes: float = 1.5, growth=0.0
 ) -> dict:
-    rss = {"first_mb": 100.0, "last_mb": 100.0 * (1 + growth), "growth": growth, "slope_mb_per_min": growth * 5}
+    rss = {
+        "minutes": minutes - 2,
+        "first_mb": 100.0,
+        "last_mb": 100.0 * (1 + growth),
+        "growth": growth,
+        "slope_mb_per_min": growth * 5,
+    }
     return {
         "schedule": {"seed": seed, "mode": mode, "minutes": minutes},
         "verdict": {"published": 100, "lost": lost, "duplicated": dups, "order_violations": 0, "lag": {}},
@@ -87,11 +93,11 @@ def test_the_summary_judges_each_target_from_every_run() -> None:
     assert "1 duplicates, 0 order violations in 1 runs | **missed** |" in bad
     assert "45.0-45.0 s (median 45.0) | **missed** |" in bad
     assert "| 1 faults not recovered before the next | **missed** |" in bad
-    assert "RSS growth after warm-up < 10% | no soak run | not measured (none drawn) |" in good
+    assert "RSS growth after warm-up < 10%, worker processes that lived 10+ min | no soak run | not measured" in good
     leaking = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.12)])
-    assert "1 runs, worst growth 12.0%" in leaking and "| **missed** |" in leaking
+    assert "1 processes in 1 runs, worst growth 12.0%" in leaking and "| **missed** |" in leaking
     steady = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.02)])
-    assert "1 runs, worst growth 2.0%, slopes +0.10 to +0.10 MB/min | met |" in steady
+    assert "1 processes in 1 runs, worst growth 2.0%, slopes +0.10 to +0.10 MB/min | met |" in steady
 
 
 def test_a_run_without_faults_has_no_recoveries_and_the_lag_trend_shows_a_backlog_that_grows() -> None:
@@ -105,3 +111,14 @@ def test_a_run_without_faults_has_no_recoveries_and_the_lag_trend_shows_a_backlo
     growing = slow.trend(600 * s)
     assert 400 <= growing["slope_per_min"] <= 500 and growing["last"] >= 4400  # 7.5 events/s behind
     assert Timeline(published[:0], published[:0]).trend(600 * s) == {}
+
+
+def test_rss_growth_is_taken_over_the_longest_lived_process_not_across_restarts() -> None:
+    from streamlattice.chaos.run import rss_growth
+
+    first = [(float(t), 100.0 + t / 60, 1) for t in range(0, 300)]  # grows 1 MB/min, then killed
+    second = [(float(t), 80.0, 2) for t in range(300, 1500)]  # a fresh process, flat for 20 minutes
+    growth = rss_growth(first + second, warm_up_s=60)
+    assert growth is not None and growth["minutes"] >= 18 and growth["growth"] == 0.0
+    assert growth["slope_mb_per_min"] == 0.0
+    assert rss_growth(first[:50], warm_up_s=60) is None  # nothing after its warm-up
