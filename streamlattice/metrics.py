@@ -36,6 +36,10 @@ class WorkerMetrics:
         self.set_aside = counter(
             "streamlattice_records_set_aside_total", "Results or dead letters Kafka refused in every form (logged)"
         )
+        self.outside_region = counter(
+            "streamlattice_events_outside_region_total",
+            "Events found in another region's partition block (served, flagged, answered in their own block)",
+        )
         self.batch_size = histogram("streamlattice_batch_size", "Events per micro-batch", BATCH_BUCKETS)
         self.inference_s = histogram("streamlattice_inference_seconds", "Model time per micro-batch", INFER_BUCKETS)
         self.latency_s = histogram("streamlattice_end_to_end_seconds", "Event time to result produced", LATENCY_BUCKETS)

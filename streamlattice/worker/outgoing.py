@@ -9,6 +9,7 @@ How they are sent and committed is the checkpoint's business (worker.checkpoint)
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +27,12 @@ from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import codecs, tensor_rows
 from streamlattice.worker.batch import Batch
 
+# Headers of an event that its result carries on (trace context, the payload's type, the
+# caller's correlation id); others stay with the event.
+PROPAGATED_HEADERS = frozenset({"traceparent", "tracestate", "content-type", "correlation-id"})
+# The flag of a result whose event sat in another region's partition block (a producer that let
+# its client's partitioner choose): it is served all the same, and answered in its own block.
+OUTSIDE_REGION_FLAG = "outside_region_block"
 ERROR_HEADER = "sl.error.reason"
 KIND_HEADER = "sl.error.kind"
 # A dead letter holds the original whole up to this size (or the task's max_event_bytes, if
@@ -35,6 +42,8 @@ KIND_HEADER = "sl.error.kind"
 DEAD_LETTER_ORIGINAL_BYTES = 64 * 1024
 # What a refused dead letter keeps of its original in its fallback forms (see worker.outbox).
 DEAD_LETTER_CUTS = (1024, 0)
+
+log = logging.getLogger(__name__)
 
 
 class Outgoing(NamedTuple):
@@ -59,6 +68,7 @@ class Answers:
         self._regions = {r.name: r for r in lattice.regions}
         self._results_topic = lattice.results_topic(task.name)
         self._dlq_topic = lattice.dlq_topic(task.name)
+        self._warned: set[tuple[int, str]] = set()
 
     def results(self, batch: Batch, inferred: Inferred, infer_s: float, model: LoadedModel) -> list[Outgoing]:
         """The result records of a batch's accepted events, each with the input record it answers."""
@@ -77,7 +87,14 @@ class Answers:
         regions = self._regions
         produced_us = now_us()
         messages: list[Outgoing] = []
+        outside = 0
         for i, (m, ev) in enumerate(batch.accepted):
+            region = regions[ev["region"]]
+            row_flags = [] if flags is None else flags[i]
+            if m.partition not in region.block:
+                row_flags = [*row_flags, OUTSIDE_REGION_FLAG]
+                outside += 1
+                self._warn_outside(m.topic, m.partition, region.name)
             record = {
                 "event_id": ev["event_id"],
                 "task": self.task.name,
@@ -88,7 +105,7 @@ class Answers:
                 "model_version": model.version,
                 "label": None if labels is None else labels[i],
                 "score": None if score_list is None else score_list[i],
-                "flags": [] if flags is None else flags[i],
+                "flags": row_flags,
                 "outputs": {name: rows[i] for name, rows in columns},
                 "event_time_us": ev["event_time_us"],
                 "consumed_us": batch.consumed_us,
@@ -97,9 +114,28 @@ class Answers:
                 "energy_j": energy_j,
                 "carbon_g": carbon_g,
             }
-            partition = partition_for(regions[ev["region"]], ev["source_id"].encode())
-            messages.append(Outgoing(m, (self._results_topic, encode(record), m.key, partition, None), None))
+            partition = partition_for(region, ev["source_id"].encode())
+            headers = [h for h in m.headers if h[0] in PROPAGATED_HEADERS] if m.headers else None
+            messages.append(Outgoing(m, (self._results_topic, encode(record), m.key, partition, headers or None), None))
+        if outside:
+            self.metrics.outside_region.inc(outside)
         return messages
+
+    def _warn_outside(self, topic: str, partition: int, region: str) -> None:
+        """Say once per partition and region that events arrive outside their region's block."""
+        if (partition, region) in self._warned:
+            return
+        self._warned.add((partition, region))
+        log.warning(
+            "node %s: %s[%d] holds events of region %s, outside its partition block %s: served and flagged %r; "
+            "publish with the region's partition (see the README's 'Publishing from any Kafka client')",
+            self.node_id,
+            topic,
+            partition,
+            region,
+            f"{self._regions[region].block.start}-{self._regions[region].block.stop - 1}",
+            OUTSIDE_REGION_FLAG,
+        )
 
     def dead_letters(self, batch: Batch) -> list[Outgoing]:
         """The dead-letter records of a batch's rejected events."""
@@ -122,6 +158,8 @@ class Answers:
             "time_us": now_us(),
         }
         headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
+        if m.headers:
+            headers += [h for h in m.headers if h[0] in PROPAGATED_HEADERS]
         message: Message = (self._dlq_topic, self._codecs.dead_letter.encode(record), m.key, m.partition, headers)
         return Outgoing(m, message, err)
 
