@@ -93,6 +93,9 @@ def test_the_summary_judges_each_target_from_every_run() -> None:
     assert "1 duplicates, 0 order violations in 1 runs | **missed** |" in bad
     assert "45.0-45.0 s (median 45.0) | **missed** |" in bad
     assert "| 1 faults not recovered before the next | **missed** |" in bad
+    assert "proves nothing) | 0 failed | met |" in good
+    failed_load = markdown([{**report(3, "alo", 0, 0, []), "load_error": "TopicMissing(...)"}])
+    assert "proves nothing) | 1 failed | **missed** |" in failed_load
     assert "RSS growth after warm-up < 10%, worker processes that lived 10+ min | no soak run | not measured" in good
     leaking = markdown([report(2, "alo", 0, 0, [], minutes=30, growth=0.12)])
     assert "1 processes in 1 runs, worst growth 12.0%" in leaking and "| **missed** |" in leaking

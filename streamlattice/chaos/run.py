@@ -550,6 +550,7 @@ def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> 
     eos = [r for r in reports if r["schedule"]["mode"] == "eos"]
     lost = sum(r["verdict"]["lost"] for r in reports)
     crashed = sum(len(r["crashed"]) for r in reports)
+    load_failed = sum(1 for r in reports if r.get("load_error"))
     worker_kill = by_kind.get("worker_kill", [])
     broker_kill = by_kind.get("broker_leader_kill", [])
 
@@ -568,6 +569,8 @@ def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> 
         "|---|---|---|",
         f"| lost = 0 on every seed, both modes | {lost} lost over {len(reports)} runs | {judged(lost == 0)} |",
         f"| no worker crashed | {crashed} crashed | {judged(crashed == 0)} |",
+        f"| every run's load generator ran (a run whose load failed proves nothing) | {load_failed} failed | "
+        f"{judged(load_failed == 0)} |",
         f"| exactly-once: 0 duplicates, order kept | {sum(r['verdict']['duplicated'] for r in eos)} duplicates, "
         f"{sum(r['verdict']['order_violations'] for r in eos)} order violations in {len(eos)} runs | "
         f"{judged(all(r['verdict']['duplicated'] == 0 and r['verdict']['order_violations'] == 0 for r in eos))} |",
