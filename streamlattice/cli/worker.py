@@ -65,6 +65,7 @@ def worker(
     """
     from streamlattice.metrics import serve as serve_metrics
     from streamlattice.power.sources import parse_power
+    from streamlattice.tracing import configure_from_env as configure_tracing
     from streamlattice.worker.runtime import Worker
 
     chosen = tuple(split_list(providers)) or None
@@ -81,6 +82,8 @@ def worker(
             max_wait_ms=spec.max_wait_ms if max_wait_ms is None else max_wait_ms,
         )
     )
+
+    configure_tracing(f"streamlattice-worker-{task}")  # OTLP, if OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     async def serve() -> None:
         w = Worker(

@@ -22,7 +22,9 @@ from typing import Any, Self
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry.trace import SpanKind, TracerProvider
 
+from streamlattice import tracing
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import InferenceTimeout, InvalidEvent, ProducerBackpressure
 from streamlattice.inference.validation import check_size, check_tensor_header
@@ -105,9 +107,13 @@ class LatticeProducer(_AsyncService):
         settings: KafkaSettings | None = None,
         max_pending: int = 10_000,
         pending_timeout_s: float = 30.0,
+        tracer_provider: TracerProvider | None = None,
         **producer_options: Any,
     ) -> None:
         self.lattice = lattice or load_lattice()
+        # tracing (see streamlattice.tracing): a PRODUCER span per event, its traceparent on the event
+        self._tracing = tracing.recording(tracer_provider)
+        self._tracer = tracing.tracer(tracer_provider)
         self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-producer")
         self._producer: AIOKafkaProducer = make_producer(self.settings, **producer_options)
         self._checked_topics: set[str] = set()
@@ -138,15 +144,30 @@ class LatticeProducer(_AsyncService):
         Awaiting this waits only while the producer's buffer is full: that is the back-pressure.
         """
         event_id, partition, value = self.encode(task, region, source_id, payload, event_time_us)
-        delivery = await self.send_encoded(self.lattice.events_topic(task), source_id, partition, value)
-        return event_id, delivery
+        topic = self.lattice.events_topic(task)
+        if not self._tracing:
+            return event_id, await self.send_encoded(topic, source_id, partition, value)
+        with self._tracer.start_as_current_span(f"publish {task}", kind=SpanKind.PRODUCER) as span:
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(partition),
+                    "messaging.message.id": event_id,
+                    "streamlattice.region": region,
+                }
+            )
+            headers = tracing.inject([])
+            return event_id, await self.send_encoded(topic, source_id, partition, value, headers)
 
     @property
     def pending(self) -> int:
         """Events submitted and not yet acknowledged."""
         return self._pending
 
-    async def send_encoded(self, topic: str, source_id: str, partition: int, value: bytes) -> asyncio.Future[Any]:
+    async def send_encoded(
+        self, topic: str, source_id: str, partition: int, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> asyncio.Future[Any]:
         """Enqueue an event `encode` made, once there is room; returns its delivery future."""
         if topic not in self._checked_topics:
             await require_topics(self.settings, [topic])
@@ -157,7 +178,9 @@ class LatticeProducer(_AsyncService):
             await self._wait_for_room()
         self._pending += 1
         try:
-            delivery = await self._producer.send(topic, value, key=source_id.encode(), partition=partition)
+            delivery = await self._producer.send(
+                topic, value, key=source_id.encode(), partition=partition, headers=headers
+            )
         except BaseException:
             self._delivered(None)
             raise

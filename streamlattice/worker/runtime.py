@@ -28,10 +28,12 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import SpanKind, TracerProvider
 
+from streamlattice import tracing
 from streamlattice.config import Lattice, Task
 from streamlattice.inference.batching import BatchPolicy
-from streamlattice.inference.tasks import TaskRuntime
+from streamlattice.inference.tasks import Inferred, TaskRuntime
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_client
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
@@ -75,6 +77,7 @@ class Worker:
         providers: tuple[str, ...] | None = None,
         power: PowerSource | None = None,
         exactly_once: bool = False,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.lattice = lattice
         self.task: Task = lattice.task(task)
@@ -97,6 +100,8 @@ class Worker:
             lattice, task, self.region.name, self.node_id, self.meter, self.power, self.metrics, self._mean_batch
         )
         self.checkpoint: Checkpoint | None = None  # made in `run`, with the clients it needs
+        self._tracing = tracing.recording(tracer_provider)
+        self._tracer = tracing.tracer(tracer_provider)
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         # Published batches awaiting acknowledgement, in consumption order.
         self._acks: asyncio.Queue[tuple[Batch, list[Delivery]] | None] = asyncio.Queue(maxsize=4 * PIPELINE_DEPTH)
@@ -256,6 +261,34 @@ class Worker:
         if infer_s:
             self.stats.infer_s += infer_s
             self.metrics.inference_s.observe(infer_s)
+        if not self._tracing:
+            return await self._answer(batch, checkpoint, inferred, infer_s)
+        # one span per batch, linking every event's trace context (see streamlattice.tracing)
+        records = [m for m, _ in batch.accepted] + [m for m, _ in batch.rejected]
+        with self._tracer.start_as_current_span(
+            f"process {self.task.name}",
+            kind=SpanKind.CONSUMER,
+            links=tracing.links(m.headers for m in records),
+            start_time=batch.consumed_us * 1000,
+        ) as span:
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.batch.message_count": len(records),
+                    "streamlattice.node": self.node_id,
+                    "streamlattice.dead_lettered": len(batch.rejected),
+                }
+            )
+            if infer_s:
+                ended = time.time_ns() - int((time.perf_counter() - batch.infer_started - infer_s) * 1e9)
+                self._tracer.start_span("infer", start_time=ended - int(infer_s * 1e9)).end(end_time=ended)
+            with self._tracer.start_as_current_span("produce"):
+                return await self._answer(batch, checkpoint, inferred, infer_s)
+
+    async def _answer(
+        self, batch: Batch, checkpoint: Checkpoint, inferred: Inferred | None, infer_s: float
+    ) -> list[Delivery]:
+        """Build the batch's results and dead letters and hand them to the checkpoint."""
         started = time.perf_counter()
         outgoing = []
         if inferred is not None:
