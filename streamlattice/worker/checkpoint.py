@@ -14,8 +14,8 @@ the group's offsets past what is settled. The delivery guarantee is the strategy
   read again from its committed offset; batches taken from it before that carry an older
   epoch and are dropped unwritten.
 
-Either way the partitions a batch could not commit are dropped from it (`Batch.drop_partitions`),
-so that only what was committed is counted.
+Exactly-once drops from a batch the partitions it could not commit (`Batch.drop_partitions`),
+so that only what was committed is counted; their events are read again.
 """
 
 from __future__ import annotations
