@@ -68,6 +68,12 @@ class RouterMetrics:
         self.live_nodes = Gauge(
             "streamlattice_router_live_nodes", "Nodes with a recent heartbeat", ("task",), registry=r
         )
+        self.region_live_nodes = Gauge(
+            "streamlattice_router_region_live_nodes",
+            "Nodes of a task with a recent heartbeat, per region (0: the region has none)",
+            ("task", "region"),
+            registry=r,
+        )
         self.partition_load = Gauge(
             "streamlattice_router_task_load_eps", "Arrival rate over all partitions", ("task",), registry=r
         )

@@ -331,7 +331,7 @@ def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Pop
     """Start `streamlattice router` processes (their view at `.web`); all are killed at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(lattice: Lattice, port: int | None = None) -> subprocess.Popen[bytes]:
+    def start(lattice: Lattice, port: int | None = None, args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         port = port or dev.free_port()
         cmd = [
             sys.executable,
@@ -344,6 +344,7 @@ def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Pop
             "router",
             "--web-port",
             str(port),
+            *args,
         ]
         log = (tmp_path / f"router-{len(procs)}.log").open("wb")
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

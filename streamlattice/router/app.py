@@ -166,6 +166,8 @@ def make_app(
                 lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s, lag=view.lag[task]
             )
             metrics.live_nodes.labels(task).set(len(live))
+            for region in lattice.regions:
+                metrics.region_live_nodes.labels(task, region.name).set(sum(n.region == region.name for n in live))
             metrics.partition_load.labels(task).set(sum(view.rates[task].rates.values()))
             if plan is not None:
                 await placement_topic.send(key=task.encode(), value=plan.encode())
