@@ -59,3 +59,11 @@ class ProducerBackpressure(StreamLatticeError):
 
 class InferenceTimeout(StreamLatticeError, TimeoutError):
     """No result arrived for a request within its timeout."""
+
+
+class DeadLettered(StreamLatticeError):
+    """A request's event was dead-lettered by the worker: `kind` and `reason` say why."""
+
+    def __init__(self, event_id: str, kind: str, reason: str) -> None:
+        super().__init__(f"event {event_id} was dead-lettered ({kind}): {reason}")
+        self.event_id, self.kind, self.reason = event_id, kind, reason

@@ -8,6 +8,7 @@ from streamlattice.cli import (
     chaos,
     demo,
     events,
+    gateway,
     models,
     router,
     scale,
@@ -32,6 +33,7 @@ for command in (
     events.results,
     demo.demo,
     chaos.chaos,
+    gateway.gateway,
 ):
     cli.add_command(command)
 

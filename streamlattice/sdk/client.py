@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 
 from streamlattice import tracing
 from streamlattice.config import Lattice, load_lattice
-from streamlattice.errors import InferenceTimeout, InvalidEvent, ProducerBackpressure
+from streamlattice.errors import DeadLettered, InferenceTimeout, InvalidEvent, ProducerBackpressure
 from streamlattice.inference.validation import check_size, check_tensor_header
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.kafka.partitioning import partition_for
@@ -285,6 +285,9 @@ class LatticeClient(_AsyncService):
         self.producer = LatticeProducer(lattice=self.lattice, settings=self.settings)
         self._consumer: AIOKafkaConsumer = make_consumer(self.settings)
         self._codec = codecs().result
+        self._dead_letter_codec = codecs().dead_letter
+        self._event_codec = codecs().event
+        self._dlq_topics = {self.lattice.dlq_topic(t) for t in self.lattice.tasks}
         self._assigned: set[TopicPartition] = set()
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._lock = asyncio.Lock()
@@ -310,12 +313,15 @@ class LatticeClient(_AsyncService):
     async def infer(
         self, task: str, region: str, payload: Payload, timeout: float = 10.0, source_id: str | None = None
     ) -> Result:
-        """The result of one event, or InferenceTimeout if none arrives within `timeout` seconds."""
+        """The result of one event; DeadLettered if the worker dead-lettered it, InferenceTimeout
+        if neither arrives within `timeout` seconds."""
         source = source_id or f"client-{uuid.uuid4().hex[:8]}"
         event_id, partition, value = self.producer.encode(task, region, source, payload)
-        # The result lands in the same partition number of the results topic: read it from its
-        # current end, fixed before the event is published so the answer cannot slip past.
+        # The result lands in the same partition number of the results topic, a dead letter in the
+        # same number of the dead-letter topic: read both from their current end, fixed before
+        # the event is published so the answer cannot slip past.
         await self._follow(TopicPartition(self.lattice.results_topic(task), partition))
+        await self._follow(TopicPartition(self.lattice.dlq_topic(task), partition))
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting[event_id] = fut
         try:
@@ -346,6 +352,17 @@ class LatticeClient(_AsyncService):
             await self._consumer.seek_to_end(tp)
             await self._consumer.position(tp)
 
+    def _dead_letters(self, msgs: list[Any]) -> None:
+        for m in msgs:
+            try:
+                letter = self._dead_letter_codec.decode(m.value)
+                event_id = self._event_codec.decode(letter["original"])["event_id"]
+            except InvalidEvent:  # a cut original, or someone else's bytes: nothing to match
+                continue
+            fut = self._waiting.get(event_id)
+            if fut is not None and not fut.done():
+                fut.set_exception(DeadLettered(event_id, letter["kind"], letter["reason"]))
+
     async def _read(self) -> None:
         while True:
             if not self._assigned:
@@ -354,7 +371,10 @@ class LatticeClient(_AsyncService):
             async with self._lock:
                 fetched = await self._consumer.getmany(timeout_ms=50)
             received = now_us()
-            for msgs in fetched.values():
+            for tp, msgs in fetched.items():
+                if tp.topic in self._dlq_topics:
+                    self._dead_letters(msgs)
+                    continue
                 for m in msgs:
                     rec = self._codec.decode(m.value)
                     fut = self._waiting.get(rec["event_id"])
