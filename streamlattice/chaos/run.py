@@ -583,7 +583,8 @@ def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> 
     ]
     soaks = [r for r in reports if r["schedule"]["minutes"] >= SOAK_MINUTES]
     # processes that lived through a soak's length: a worker killed by a fault starts a new one
-    rss = [w["rss"] for r in soaks for w in r["workers"].values() if w["rss"] and w["rss"]["minutes"] >= SOAK_MINUTES]
+    lived = [w["rss"] for r in soaks for w in r["workers"].values() if w["rss"]]
+    rss = [x for x in lived if x.get("minutes", 0) >= SOAK_MINUTES]
     lags = [r["verdict"].get("lag") or {} for r in soaks]
     growth = max((x["growth"] for x in rss), default=0.0)
     targets += [
