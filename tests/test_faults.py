@@ -263,18 +263,9 @@ def rolling_restart(s: Scenario, replacement: Callable[[Lane], Lattice] | None =
         time.sleep(1)
 
 
-def test_a_rolling_restart_of_every_worker(scenario: Callable[[str], Scenario]) -> None:
-    s = scenario("rolling restart")
-    s.workers(3)
-    s.load()
-    time.sleep(3)
-    s.fault()
-    rolling_restart(s)
-    time.sleep(3)
-    s.finish()
-
-
 def test_a_model_version_swap_by_rolling_restart(scenario: Callable[[str], Scenario], tmp_path: Path) -> None:
+    """Every worker restarted one by one, each on a new model version: the rolling restart an
+    operator does (a plain restart of every worker is this with the same model)."""
     import onnx
 
     s = scenario("model swap (rolling)")
