@@ -33,6 +33,10 @@ class DevBrokerError(StreamLatticeError):
     """The local dev broker could not be installed, started or stopped."""
 
 
+class RegistryUnavailable(StreamLatticeError):
+    """The schema registry did not answer: nothing is wrong with the record that needed it."""
+
+
 class TopicMissing(StreamLatticeError):
     """A lattice topic does not exist on the broker."""
 

@@ -15,6 +15,7 @@ from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.codec import codecs, tensor_record
+from streamlattice.wire.registry import Registry, RegistryCodec
 from streamlattice.worker.outgoing import ERROR_HEADER, KIND_HEADER
 from workers.sensor import signals
 
@@ -42,9 +43,12 @@ def bad_records() -> dict[str, bytes]:
     inf = np.zeros((3, 64), np.float32)
     inf[2, 0] = np.inf
     wrong_schema = foreign_record()
+    registry = RegistryCodec(codecs().event, Registry.connect("mock://dead-letters"), "events")
     return {
-        "undecodable": b"\x00\xffthis is not avro at all",
+        "undecodable": b"\x01\xffthis is not avro at all",
         "schema": wrong_schema,
+        # an event framed for a schema registry, to a worker that has none
+        "schema_registry": registry.encode(codecs().event.decode(raw_event(np.zeros((3, 64), np.float32)))),
         "shape": raw_event(np.zeros((3, 32), np.float32)),
         "dtype": raw_event(np.zeros((3, 64), np.float64)),
         "non_finite": raw_event(nan, region="us-east"),
@@ -100,10 +104,14 @@ def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_valid_event
         headers = dict(m.headers)
         assert letter["original"] == expected_bad[kind], kind
         assert letter["topic"] == lattice.events_topic("sensor")
-        assert letter["kind"] == kind.removesuffix("_inf")
+        assert letter["kind"] == kind.removesuffix("_inf").removesuffix("_registry")
         assert headers[KIND_HEADER].decode() == letter["kind"]
         assert headers[ERROR_HEADER].decode() == letter["reason"] and letter["reason"]
         assert m.partition == partition  # stays in the region's block
+    registry_letter = letters[bad_at["schema_registry"]][1]
+    assert (
+        "framed for a schema registry" in registry_letter["reason"] and "--schema-registry" in registry_letter["reason"]
+    )
     assert worker.alive(), worker.text()[-2000:]
 
 

@@ -98,6 +98,14 @@ def split_list(value: str | None) -> list[str]:
     help="TOML [security] file of this client: TLS and SASL user (`broker start --secure` writes them) [none].",
 )
 @click.option(
+    "--schema-registry",
+    envvar="STREAMLATTICE_SCHEMA_REGISTRY",
+    metavar="URL",
+    help="Schema registry (Confluent Schema Registry, Karapace, Apicurio's compatible API): events, results "
+    "and dead letters in its wire format; basic auth from $STREAMLATTICE_SCHEMA_REGISTRY_AUTH (user:password) "
+    "[none: Avro single-object encoding].",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -106,7 +114,12 @@ def split_list(value: str | None) -> list[str]:
 @click.version_option(package_name="streamlattice")
 @click.pass_context
 def cli(
-    ctx: click.Context, bootstrap: str | None, config: str | None, security_config: str | None, log_level: str
+    ctx: click.Context,
+    bootstrap: str | None,
+    config: str | None,
+    security_config: str | None,
+    schema_registry: str | None,
+    log_level: str,
 ) -> None:
     """streamlattice: power-aware ONNX inference on Apache Kafka.
 
@@ -121,6 +134,8 @@ def cli(
     """
     if security_config:  # through the environment, so workers `scale` starts inherit it too
         os.environ["STREAMLATTICE_SECURITY_CONFIG"] = str(Path(security_config).resolve())
+    if schema_registry:  # the same, and KafkaSettings reads it there
+        os.environ["STREAMLATTICE_SCHEMA_REGISTRY"] = schema_registry
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
     ctx.obj = State(bootstrap, config)

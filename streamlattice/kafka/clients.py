@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,15 @@ from streamlattice.config import bootstrap_from_env
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
 from streamlattice.kafka import fixes
 from streamlattice.kafka.security import ALLOW, CONFIG_ENV, Acl, Security
+from streamlattice.wire.codec import RecordCodec
+from streamlattice.wire.registry import Registry, RegistryCodec
 
 # Every client streamlattice builds comes from this module: fix aiokafka's OffsetFetch first.
 fixes.apply()
+
+# The schema registry's URL, and its "user:password" when it asks for basic authentication.
+REGISTRY_ENV = "STREAMLATTICE_SCHEMA_REGISTRY"
+REGISTRY_AUTH_ENV = "STREAMLATTICE_SCHEMA_REGISTRY_AUTH"
 
 # (topic, value, key, partition, headers): one record on its way out
 Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]
@@ -46,11 +53,20 @@ class KafkaSettings:
     client_id: str = "streamlattice"
     request_timeout_ms: int = 30_000
     security: Security = field(default_factory=Security.from_env)
+    # A schema registry's URL: events, results and dead letters in its wire format (wire.registry)
+    schema_registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, client_id: str = "streamlattice") -> KafkaSettings:
         """Settings from the flag value or $STREAMLATTICE_BOOTSTRAP, security from the environment."""
         return cls(bootstrap=bootstrap_from_env(bootstrap), client_id=client_id)
+
+    def codec(self, codec: RecordCodec, topic: str | None = None) -> RecordCodec | RegistryCodec:
+        """`codec` framed as this cluster's records on `topic` are: for its schema registry, if it
+        has one (a codec that only decodes needs no topic)."""
+        if not self.schema_registry:
+            return codec
+        return RegistryCodec(codec, Registry.connect(self.schema_registry, os.environ.get(REGISTRY_AUTH_ENV)), topic)
 
     def with_client_id(self, client_id: str) -> KafkaSettings:
         """The same settings under another client id."""

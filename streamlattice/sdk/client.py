@@ -32,16 +32,26 @@ from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_produ
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.kafka.topics import require_topics
 from streamlattice.wire.clock import now_us
-from streamlattice.wire.codec import Record, codecs, tensor_record
+from streamlattice.wire.codec import Codec, Record, codecs, tensor_record
 from streamlattice.wire.records import Result
+from streamlattice.wire.registry import RegistryCodec
 
 Payload = np.ndarray | str
 
 
 def encode_event(
-    lattice: Lattice, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
+    lattice: Lattice,
+    task: str,
+    region: str,
+    source_id: str,
+    payload: Payload,
+    event_time_us: int | None = None,
+    codec: Codec | None = None,
 ) -> tuple[str, int, bytes]:
-    """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task."""
+    """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task.
+
+    `codec` frames it (a schema registry's wire format, see wire.registry) [single-object encoding].
+    """
     spec = lattice.task(task)
     reg = lattice.region(region)
     event_id = uuid.uuid4().hex
@@ -67,7 +77,7 @@ def encode_event(
         check_size(spec, array.nbytes)  # before the shape: a huge array is refused as what it is
         check_tensor_header(spec, array.dtype.name, array.shape)
         record["tensor"] = tensor_record(array)
-    value = codecs().event.encode(record)
+    value = (codec or codecs().event).encode(record)
     check_size(spec, len(value))
     return event_id, partition_for(reg, source_id.encode()), value
 
@@ -116,6 +126,9 @@ class LatticeProducer(_AsyncService):
         self._tracer = tracing.tracer(tracer_provider)
         self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-producer")
         self._producer: AIOKafkaProducer = make_producer(self.settings, **producer_options)
+        # each task's events framed as its topic wants them
+        topics = {t: self.lattice.events_topic(t) for t in self.lattice.tasks}
+        self._codecs = {t: self.settings.codec(codecs().event, topic) for t, topic in topics.items()}
         self._checked_topics: set[str] = set()
         self.max_pending = max_pending
         self.pending_timeout_s = pending_timeout_s
@@ -123,7 +136,10 @@ class LatticeProducer(_AsyncService):
         self._pending = 0
 
     async def start(self) -> None:
-        """Connect to the cluster."""
+        """Connect to the cluster (and register the events' schema, with a schema registry)."""
+        for codec in self._codecs.values():
+            if isinstance(codec, RegistryCodec):
+                await asyncio.to_thread(codec.prepare)
         await start_client(self._producer, self.settings)
 
     async def stop(self) -> None:
@@ -134,7 +150,7 @@ class LatticeProducer(_AsyncService):
         self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
     ) -> tuple[str, int, bytes]:
         """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task."""
-        return encode_event(self.lattice, task, region, source_id, payload, event_time_us)
+        return encode_event(self.lattice, task, region, source_id, payload, event_time_us, self._codecs.get(task))
 
     async def submit(
         self, task: str, region: str, source_id: str, payload: Payload, event_time_us: int | None = None
@@ -239,7 +255,7 @@ class ResultSubscriber(_AsyncService):
         self.partitions = result_partitions(self.lattice, task, regions)
         self.from_beginning = from_beginning
         self._consumer: AIOKafkaConsumer = make_consumer(self.settings)
-        self._codec = codecs().result
+        self._codec = self.settings.codec(codecs().result, self.lattice.results_topic(task))
 
     async def start(self) -> None:
         """Connect and position at the end (or the beginning) of the chosen blocks."""
@@ -284,9 +300,9 @@ class LatticeClient(_AsyncService):
         self.settings = settings or KafkaSettings.from_env(bootstrap, client_id="streamlattice-client")
         self.producer = LatticeProducer(lattice=self.lattice, settings=self.settings)
         self._consumer: AIOKafkaConsumer = make_consumer(self.settings)
-        self._codec = codecs().result
-        self._dead_letter_codec = codecs().dead_letter
-        self._event_codec = codecs().event
+        self._codec = self.settings.codec(codecs().result)
+        self._dead_letter_codec = self.settings.codec(codecs().dead_letter)
+        self._event_codec = self.settings.codec(codecs().event)
         self._dlq_topics = {self.lattice.dlq_topic(t) for t in self.lattice.tasks}
         self._assigned: set[TopicPartition] = set()
         self._waiting: dict[str, asyncio.Future[Result]] = {}

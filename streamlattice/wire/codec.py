@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -31,6 +31,8 @@ from streamlattice.errors import InvalidEvent
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
+# The first byte of a record in a schema registry's wire format (see wire.registry).
+REGISTRY_MAGIC = b"\x00"
 # Named types other schemas refer to; parsed first.
 SHARED_TYPES = ("tensor",)
 
@@ -90,11 +92,24 @@ def inline_first_use(schema: Any, named: dict[str, Any], defined: set[str] | Non
     return out
 
 
+class Codec(Protocol):
+    """What a worker or client needs of a codec: RecordCodec, or wire.registry's RegistryCodec."""
+
+    name: str
+
+    def encode(self, record: Record) -> bytes: ...
+
+    def decode(self, value: bytes) -> Record: ...
+
+
 class RecordCodec:
     """Encodes with one schema and decodes records written by it or by any schema it is told of."""
 
-    def __init__(self, schema: dict[str, Any], older: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(
+        self, schema: dict[str, Any], older: Iterable[dict[str, Any]] = (), schema_json: dict[str, Any] | None = None
+    ) -> None:
         self.schema = schema
+        self.schema_json = schema_json  # as written in its .avsc, for a schema registry
         self.name: str = schema["name"]
         self.fingerprint = schema_fingerprint(schema)
         self._header = MAGIC + self.fingerprint
@@ -110,7 +125,8 @@ class RecordCodec:
         older = [
             parse(json.loads(p.read_text()), schema_dir) for p in sorted(schema_dir.glob(f"previous/{name}.*.avsc"))
         ]
-        return cls(parse(load_schema_json(name, schema_dir), schema_dir), older)
+        schema_json = load_schema_json(name, schema_dir)
+        return cls(parse(schema_json, schema_dir), older, schema_json)
 
     def encode(self, record: Record) -> bytes:
         """One framed record."""
@@ -121,6 +137,13 @@ class RecordCodec:
 
     def decode(self, value: bytes) -> Record:
         """One framed record; InvalidEvent if the bytes are not one we can read."""
+        if value is not None and value[:1] == REGISTRY_MAGIC and len(value) >= 5:
+            schema_id = int.from_bytes(value[1:5], "big")
+            raise InvalidEvent(
+                "schema",
+                f"framed for a schema registry (Confluent wire format, schema id {schema_id}) but no registry "
+                "is configured here: start with --schema-registry URL, or publish Avro single-object encoding",
+            )
         if value is None or len(value) < HEADER_LEN or value[:2] != MAGIC:
             raise InvalidEvent("undecodable", f"not an Avro single-object {self.name} record")
         fp = value[2:HEADER_LEN]

@@ -17,7 +17,7 @@ from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.inference.validation import check_event, check_size, non_finite_rows
 from streamlattice.wire.clock import now_us
-from streamlattice.wire.codec import codecs, stack_tensors
+from streamlattice.wire.codec import Codec, codecs, stack_tensors
 from streamlattice.worker.batch import Batch
 
 # A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
@@ -30,10 +30,10 @@ FETCH_WAIT_MS = 10
 class Intake:
     """Decodes and checks a task's events."""
 
-    def __init__(self, lattice: Lattice, task: Task) -> None:
+    def __init__(self, lattice: Lattice, task: Task, codec: Codec | None = None) -> None:
         self.lattice = lattice
         self.task = task
-        self._event_codec = codecs().event
+        self.codec = codec or codecs().event
         self._regions = {r.name for r in lattice.regions}
 
     def validate(
@@ -56,7 +56,7 @@ class Intake:
                 if m.value is None:
                     raise InvalidEvent("undecodable", "record has no value")
                 check_size(self.task, len(m.value))
-                event = self._event_codec.decode(m.value)
+                event = self.codec.decode(m.value)
                 check_event(self.task, event)
                 if event["region"] not in self._regions:
                     self.lattice.region(event["region"])  # a ConfigError that names the known regions

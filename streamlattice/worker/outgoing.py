@@ -24,7 +24,7 @@ from streamlattice.kafka.partitioning import partition_for
 from streamlattice.metrics import WorkerMetrics
 from streamlattice.power.sources import PowerMeter
 from streamlattice.wire.clock import now_us
-from streamlattice.wire.codec import codecs, tensor_rows
+from streamlattice.wire.codec import Codec, codecs, tensor_rows
 from streamlattice.worker.batch import Batch
 
 # Headers of an event that its result carries on (trace context, the payload's type, the
@@ -57,14 +57,24 @@ class Outgoing(NamedTuple):
 class Answers:
     """Builds the records a node sends for a task's events."""
 
-    def __init__(self, lattice: Lattice, task: Task, node_id: str, power: PowerMeter, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        lattice: Lattice,
+        task: Task,
+        node_id: str,
+        power: PowerMeter,
+        metrics: WorkerMetrics,
+        result_codec: Codec | None = None,
+        dead_letter_codec: Codec | None = None,
+    ) -> None:
         self.lattice = lattice
         self.task = task
         self.node_id = node_id
         self.power = power
         self.metrics = metrics
         self.dead_letter_cap = max(DEAD_LETTER_ORIGINAL_BYTES, task.max_event_bytes)
-        self._codecs = codecs()
+        self.result_codec = result_codec or codecs().result
+        self.dead_letter_codec = dead_letter_codec or codecs().dead_letter
         self._regions = {r.name: r for r in lattice.regions}
         self._results_topic = lattice.results_topic(task.name)
         self._dlq_topic = lattice.dlq_topic(task.name)
@@ -80,7 +90,7 @@ class Answers:
         carbon_g = energy_j / 3.6e6 * self.power.reading.carbon_intensity
         self.metrics.energy_j.inc(energy_j * n)
         self.metrics.carbon_g.inc(carbon_g * n)
-        encode = self._codecs.result.encode
+        encode = self.result_codec.encode
         # per batch, not per event: each output's rows, the scores as floats, the clock
         columns = [(name, tensor_rows(out)) for name, out in outputs.items()]
         score_list = None if scores is None else np.asarray(scores, dtype=np.float64).tolist()
@@ -160,7 +170,7 @@ class Answers:
         headers = [(ERROR_HEADER, err.reason.encode()), (KIND_HEADER, err.kind.encode())]
         if m.headers:
             headers += [h for h in m.headers if h[0] in PROPAGATED_HEADERS]
-        message: Message = (self._dlq_topic, self._codecs.dead_letter.encode(record), m.key, m.partition, headers)
+        message: Message = (self._dlq_topic, self.dead_letter_codec.encode(record), m.key, m.partition, headers)
         return Outgoing(m, message, err)
 
     def fallback(self, item: Outgoing, error: BaseException, attempt: int) -> Outgoing | None:

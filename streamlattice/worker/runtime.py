@@ -40,6 +40,8 @@ from streamlattice.metrics import WorkerMetrics
 from streamlattice.power.profiles import Clock, PowerSource
 from streamlattice.power.sources import PowerMeter, parse_power
 from streamlattice.wire.clock import now_us
+from streamlattice.wire.codec import codecs
+from streamlattice.wire.registry import RegistryCodec
 from streamlattice.worker.batch import Batch, WorkerStats
 from streamlattice.worker.checkpoint import AtLeastOnce, Checkpoint, Transactional
 from streamlattice.worker.handoff import Inference
@@ -92,9 +94,19 @@ class Worker:
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
         self.meter = Meter()
         self.metrics = WorkerMetrics(self.task.name, self.region.name, self.node_id)
-        self.intake = Intake(lattice, self.task)
+        # the wire format of the task's topics: a schema registry's, if the settings name one
+        frame = self.settings.codec
+        self.intake = Intake(lattice, self.task, frame(codecs().event, lattice.events_topic(task)))
         self.inference = Inference(self.task, self.node_id, threads, providers)
-        self.answers = Answers(lattice, self.task, self.node_id, self.power, self.metrics)
+        self.answers = Answers(
+            lattice,
+            self.task,
+            self.node_id,
+            self.power,
+            self.metrics,
+            frame(codecs().result, lattice.results_topic(task)),
+            frame(codecs().dead_letter, lattice.dlq_topic(task)),
+        )
         self.membership = Membership(lattice, task, self.node_id, self.region.name, lambda: self.meter.capacity_eps)
         self.heartbeats = Heartbeats(
             lattice, task, self.region.name, self.node_id, self.meter, self.power, self.metrics, self._mean_batch
@@ -122,6 +134,7 @@ class Worker:
         lt = self.lattice
         topics = [lt.events_topic(self.task.name), lt.results_topic(self.task.name), lt.dlq_topic(self.task.name)]
         await require_topics(self.settings, topics)
+        await asyncio.to_thread(self._register_schemas)
         runtime = await self.inference.loaded()
         model = runtime.model
         log.info("node %s: model %s@%s on %s", self.node_id, model.name, model.version, ",".join(model.providers))
@@ -330,6 +343,13 @@ class Worker:
         observe = self.metrics.latency_s.observe
         for _, ev in batch.accepted:
             observe((now - ev["event_time_us"]) / 1e6)
+
+    def _register_schemas(self) -> None:
+        """With a schema registry: our schemas registered under the task's subjects (blocking I/O)."""
+        for codec in (self.intake.codec, self.answers.result_codec, self.answers.dead_letter_codec):
+            if isinstance(codec, RegistryCodec):
+                schema_id = codec.prepare()
+                log.info("node %s: %s records on %s as schema id %d", self.node_id, codec.name, codec.topic, schema_id)
 
     def _set_aside(self, n: int) -> None:
         self.stats.set_aside += n
