@@ -5,7 +5,11 @@ Each process serves its own registry on `--metrics-port` (GET /metrics).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streamlattice.wire.records import Recommendation
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 INFER_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -77,6 +81,17 @@ class RouterMetrics:
         self.partition_load = Gauge(
             "streamlattice_router_task_load_eps", "Arrival rate over all partitions", ("task",), registry=r
         )
+        self.recommended_replicas = Gauge(
+            "streamlattice_router_recommended_replicas",
+            "Workers a region's partitions of a task need now (arrival, lag, measured capacity)",
+            ("task", "region"),
+            registry=r,
+        )
+
+    def recommend(self, task: str, recommendations: Iterable[Recommendation]) -> None:
+        """Export the replicas recommended for each region of `task` (what autoscalers follow)."""
+        for rec in recommendations:
+            self.recommended_replicas.labels(task, rec.region).set(rec.replicas)
 
 
 def serve(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:

@@ -117,3 +117,18 @@ def test_recommended_replicas_follow_arrival_lag_and_capacity() -> None:
     assert recs["eu-west"].replicas == 3 and recs["eu-west"].capacity_eps == 500  # 1200 / 400
     assert recs["us-east"].replicas == 1
     assert recs["ap-south"].replicas == 0 and recs["ap-south"].capacity_eps == 1250  # the task's mean
+
+
+def test_the_router_exports_the_recommended_replicas_per_region() -> None:
+    from streamlattice.metrics import RouterMetrics
+    from streamlattice.router.decisions import recommendations
+
+    metrics = RouterMetrics()
+    nodes = [NodeState("eu-1", "eu-west", 500, 0.5, 300)]
+    metrics.recommend("sensor", recommendations(LATTICE, nodes, {p: 300.0 for p in range(4)}, {}))
+    sample = metrics.registry.get_sample_value
+    name = "streamlattice_router_recommended_replicas"
+    assert sample(name, {"task": "sensor", "region": "eu-west"}) == 3  # 1200 events/s on 400 each
+    assert sample(name, {"task": "sensor", "region": "ap-south"}) == 0  # no traffic
+    metrics.recommend("sensor", recommendations(LATTICE, nodes, {}, {0: 60_000}))  # a backlog only
+    assert sample(name, {"task": "sensor", "region": "eu-west"}) == 3  # drained within a minute

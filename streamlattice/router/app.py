@@ -26,7 +26,7 @@ from streamlattice.kafka.lag import group_offsets
 from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
 from streamlattice.metrics import serve as serve_metrics
-from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes
+from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes, recommendations
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.records import Heartbeat, PublishedPlan, decode_heartbeats
 
@@ -169,6 +169,9 @@ def make_app(
             for region in lattice.regions:
                 metrics.region_live_nodes.labels(task, region.name).set(sum(n.region == region.name for n in live))
             metrics.partition_load.labels(task).set(sum(view.rates[task].rates.values()))
+            # every round, not only with a published plan: KEDA's trigger needs a fresh value even
+            # while the task has no live node (then measured at the default capacity)
+            metrics.recommend(task, recommendations(lattice, live, view.rates[task].rates, view.lag[task]))
             if plan is not None:
                 await placement_topic.send(key=task.encode(), value=plan.encode())
                 view.plans_published += 1
