@@ -15,21 +15,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaReference
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streamlattice.config import Lattice
+from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import InvalidEvent, RegistryUnavailable
 from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.codec import codecs, tensor_record
-from streamlattice.wire.registry import Registry, RegistryCodec, registry_client, subject
+from streamlattice.wire.registry import HEADER, Registry, RegistryCodec, registry_client, subject
+from streamlattice.worker.intake import Intake
 from streamlattice.worker.runtime import Worker
 from workers.sensor.signals import generate
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = REPO / "schemas"
 TENSOR = "streamlattice.Tensor"
 
 
@@ -101,6 +104,43 @@ def test_a_registry_that_does_not_answer_is_not_the_records_fault() -> None:
     with pytest.raises(RegistryUnavailable, match="unreachable"):
         down.decode(b"\x00\x00\x00\x00\x07" + b"\x02")
     assert not isinstance(RegistryUnavailable("x"), InvalidEvent)
+
+
+def records(*values: bytes) -> list[ConsumerRecord[bytes, bytes]]:
+    return [ConsumerRecord("t", 0, i, 0, 0, b"k", v, None, 1, len(v), ()) for i, v in enumerate(values)]
+
+
+def test_the_intake_asks_the_registry_once_per_schema_id_and_off_the_event_loop() -> None:
+    lattice = load_lattice(REPO / "lattice.toml")
+    registry = Registry.connect(f"mock://unit-{uuid.uuid4().hex}")
+    codec = RegistryCodec(codecs().event, registry, lattice.events_topic("sensor"))
+    good = codec.encode(event(np.zeros((3, 64), np.float32), "m"))
+    unknown = b"\x00\x00\x00\x03\xe7" + good[5:]  # schema id 999
+    asked: list[int] = []
+    fetch = registry.client.get_schema
+    registry.client.get_schema = lambda schema_id, *a, **kw: asked.append(schema_id) or fetch(schema_id, *a, **kw)  # type: ignore[method-assign]
+    intake = Intake(lattice, lattice.task("sensor"), codec)
+
+    for _ in range(3):
+        batch = records(good, unknown, unknown)
+        asyncio.run(intake.learn_schemas(batch))
+        validated = intake.validate(batch)
+        assert len(validated.accepted) == 1
+        assert [e.kind for _, e in validated.rejected] == ["schema", "schema"]
+        assert "schema id 999 is not in the registry" in validated.rejected[0][1].reason
+
+    assert sorted(asked) == sorted({HEADER.unpack_from(good)[1], 999}), "asked the registry again"
+
+
+def test_an_intake_whose_registry_does_not_answer_raises_rather_than_reject_the_batch() -> None:
+    lattice = load_lattice(REPO / "lattice.toml")
+    framed = RegistryCodec(codecs().event, Registry.connect(f"mock://unit-{uuid.uuid4().hex}"), "t").encode(
+        event(np.zeros((3, 64), np.float32), "m")
+    )
+    down = Registry(registry_client("http://127.0.0.1:9"), "http://127.0.0.1:9")
+    intake = Intake(lattice, lattice.task("sensor"), RegistryCodec(codecs().event, down))
+    with pytest.raises(RegistryUnavailable):
+        asyncio.run(intake.learn_schemas(records(framed)))
 
 
 # ---- with Kafka: foreign producers and consumers through the registry -----------------------------

@@ -17,11 +17,13 @@ to a registry.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import struct
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -83,6 +85,7 @@ class Registry:
         self._shared: dict[str, int] = {}  # shared type name -> its registered version
         self._ids: dict[str, int] = {}  # subject -> id of our schema under it
         self._writers: dict[int, dict[str, Any]] = {}  # schema id -> parsed writer schema
+        self._refused: dict[int, InvalidEvent] = {}  # schema id -> why no record of it can be read
 
     @classmethod
     def connect(cls, url: str, auth: str | None = None) -> Registry:
@@ -128,6 +131,22 @@ class Registry:
         found = self._writers.get(schema_id)
         if found is not None:
             return found
+        if schema_id in self._refused:  # asked once: a flood of such records does not flood the registry
+            raise self._refused[schema_id]
+        try:
+            parsed = self._fetch(schema_id)
+        except InvalidEvent as e:
+            self._refused[schema_id] = e
+            raise
+        with self._lock:
+            self._writers[schema_id] = parsed
+        return parsed
+
+    def knows(self, schema_id: int) -> bool:
+        """Whether `writer(schema_id)` answers without asking the registry."""
+        return schema_id in self._writers or schema_id in self._refused
+
+    def _fetch(self, schema_id: int) -> dict[str, Any]:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
@@ -147,8 +166,6 @@ class Registry:
             parsed: dict[str, Any] = parse_schema(text, named_schemas=named)  # type: ignore[assignment]
         except Exception as e:  # fastavro's SchemaParseException and friends
             raise InvalidEvent("schema", f"schema id {schema_id} is not a schema fastavro can read: {e}") from None
-        with self._lock:
-            self._writers[schema_id] = parsed
         return parsed
 
     def _parse_references(self, schema: Any, named: dict[str, Any]) -> None:
@@ -197,6 +214,17 @@ class RegistryCodec:
         buf.write(self._header)
         schemaless_writer(buf, self.codec.schema, record)
         return buf.getvalue()
+
+    def unknown_ids(self, values: Iterable[bytes | None]) -> set[int]:
+        """The writer schema ids among `values` that decoding would have to ask the registry for."""
+        ids = {HEADER.unpack_from(v)[1] for v in values if v is not None and len(v) >= HEADER.size and v[0] == 0}
+        return {i for i in ids if i not in self._resolved and not self.registry.knows(i)}
+
+    def learn(self, schema_id: int) -> None:
+        """Ask the registry for a writer schema now (blocking: from a thread), so that `decode`
+        need not; RegistryUnavailable if it does not answer."""
+        with contextlib.suppress(InvalidEvent):  # remembered: decode raises it for each such record
+            self._resolve(schema_id)
 
     def decode(self, value: bytes) -> Record:
         """One record in either framing; InvalidEvent if it is not one we can read."""

@@ -7,6 +7,7 @@ later); the others are the batch's accepted events. Nothing here talks to Kafka 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.inference.validation import check_event, check_size, non_finite_rows
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, codecs, stack_tensors
+from streamlattice.wire.registry import RegistryCodec
 from streamlattice.worker.batch import Batch
 
 # A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
@@ -35,6 +37,13 @@ class Intake:
         self.task = task
         self.codec = codec or codecs().event
         self._regions = {r.name for r in lattice.regions}
+
+    async def learn_schemas(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """With a schema registry: fetch the writer schemas of `records` not seen before, off the
+        event loop (a slow registry must not stall heartbeats); RegistryUnavailable if it does not answer."""
+        if isinstance(self.codec, RegistryCodec):
+            for schema_id in self.codec.unknown_ids(m.value for m in records):
+                await asyncio.to_thread(self.codec.learn, schema_id)
 
     def validate(
         self,

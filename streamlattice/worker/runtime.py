@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 
 from streamlattice import tracing
 from streamlattice.config import Lattice, Task
+from streamlattice.errors import RegistryUnavailable
 from streamlattice.inference.batching import BatchPolicy
 from streamlattice.inference.tasks import Inferred, TaskRuntime
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_client
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2
 SESSION_TIMEOUT_MS = 10_000
 LOG_EVERY_S = 10.0
+# A schema registry that did not answer: how long before the batch is read again.
+REGISTRY_RETRY_S = 2.0
 
 
 def default_node_id(region: str) -> str:
@@ -228,13 +231,23 @@ class Worker:
             pending = await checkpoint.reposition(pending)
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
             if self.policy.is_ready(len(pending), age_ms, self._model_free()):
+                try:
+                    await self.intake.learn_schemas(pending)
+                except RegistryUnavailable as e:  # not the records' fault: read them again
+                    log.warning("node %s: %s; the batch is read again in %g s", self.node_id, e, REGISTRY_RETRY_S)
+                    self.intake.rewind(consumer, pending)
+                    pending = []
+                    await asyncio.sleep(REGISTRY_RETRY_S)
+                    continue
                 await self._dispatch(pending, generation, checkpoint)
                 pending = []
             if time.monotonic() - last_log > LOG_EVERY_S:
                 log.info("node %s: %s", self.node_id, self.stats.line())
                 last_log = time.monotonic()
         if pending and generation == self.membership.generation:
-            await self._dispatch(pending, generation, checkpoint)
+            with contextlib.suppress(RegistryUnavailable):  # stopping: what is not dispatched is read again
+                await self.intake.learn_schemas(pending)
+                await self._dispatch(pending, generation, checkpoint)
 
     def _model_free(self) -> bool:
         # Free: nothing is inferring and the publisher has room for another batch.
