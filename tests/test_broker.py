@@ -10,9 +10,13 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
+from streamlattice.config import load_lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.errors import DevBrokerError
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer, make_producer
+from streamlattice.kafka.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -89,19 +93,35 @@ def test_three_nodes_make_a_replicated_cluster(tmp_path: Path) -> None:
         state = dev.start(data_dir, port=dev.free_port_block(3), nodes=3, progress=lambda _: None)
         assert len(state.nodes) == 3 and all(n.running for n in dev.status(data_dir))
 
+        async def listed_by_each() -> list[int]:
+            views = []
+            for node in state.nodes:
+                settings = KafkaSettings(bootstrap=f"localhost:{node.port}")
+                admin = make_admin(settings)
+                await admin.start()
+                try:
+                    views.append(len((await admin.describe_cluster())["brokers"]))
+                finally:
+                    await admin.close()
+            return views
+
+        # ready means every broker lists all three: topics created next get replication 3
+        assert asyncio.run(listed_by_each()) == [3, 3, 3]
+        lattice = load_lattice(REPO / "lattice.toml")
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=state.bootstrap), lattice))
+
         async def describe() -> list:
             settings = KafkaSettings(bootstrap=state.bootstrap)
             admin = make_admin(settings)
             await admin.start()
             try:
-                await admin.create_topics([NewTopic("replicated", 2, 3)])
-                return await admin.describe_topics(["replicated"])
+                return await admin.describe_topics([lattice.events_topic("sensor"), lattice.results_topic("sensor")])
             finally:
                 await admin.close()
 
-        (topic,) = asyncio.run(describe())
-        assert all(len(p["replicas"]) == 3 for p in topic["partitions"])
-        assert asyncio.run(write_and_read(state.bootstrap, "replicated", None)) == []
+        topics = asyncio.run(describe())
+        assert all(len(p["replicas"]) == 3 for t in topics for p in t["partitions"])
+        assert asyncio.run(write_and_read(state.bootstrap, lattice.events_topic("sensor"), None)) == []
     finally:
         dev.stop(data_dir, progress=lambda _: None)
 

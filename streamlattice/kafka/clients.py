@@ -173,14 +173,32 @@ async def _close_quietly(client: Any) -> None:
 
 
 async def broker_count(settings: KafkaSettings) -> int:
-    """How many brokers the cluster's metadata lists; BrokerUnavailable if none answers."""
+    """How many brokers the cluster's metadata lists, as the broker that knows the fewest sees it;
+    BrokerUnavailable if none answers.
+
+    Each broker learns of the others from the metadata log a moment apart: right after a
+    cluster starts, one may list three brokers while another still lists two. Whoever creates
+    topics next asks one of them for the replication it can have, so the cluster is counted as
+    ready only when every broker lists all of them (a topic created with replication 2 on a
+    cluster with min.insync.replicas 2 stops taking writes when either of its brokers is down).
+    """
     admin = make_admin(settings)
     await start_client(admin, settings)
     try:
-        info = await admin.describe_cluster()
-        return len(info["brokers"])
+        brokers = (await admin.describe_cluster())["brokers"]
     finally:
         await admin.close()
+    views = [len(brokers)]
+    if len(brokers) > 1:
+        for b in brokers:
+            one = replace(settings, bootstrap=f"{b['host']}:{b['port']}")
+            admin = make_admin(one)
+            await start_client(admin, one)
+            try:
+                views.append(len((await admin.describe_cluster())["brokers"]))
+            finally:
+                await admin.close()
+    return min(views)
 
 
 async def wait_for_brokers(settings: KafkaSettings, count: int, timeout_s: float, alive: Iterable[Any] = ()) -> None:
