@@ -6,6 +6,7 @@ Everything started here is stopped at teardown, also when the test fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from streamlattice.kafka.topics import ensure_topics
 from streamlattice.sdk.client import ResultSubscriber
 from streamlattice.wire.codec import codecs
 from streamlattice.wire.records import Result
+from streamlattice.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 # Rows of the fault-injection suite: (scenario, mode, events, lost, duplicates, recovery s)
@@ -357,3 +359,20 @@ def routers(kafka: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Pop
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@contextlib.asynccontextmanager
+async def worker_in_process(worker: Worker, timeout: float = 60) -> AsyncIterator[Worker]:
+    """`worker` running in this event loop, once it owns partitions; drained and stopped on exit."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        deadline = time.monotonic() + timeout
+        while not worker.membership.owned() and time.monotonic() < deadline:
+            assert not running.done(), "the worker stopped before it was assigned"
+            await asyncio.sleep(0.2)
+        assert worker.membership.owned(), f"the worker owned no partition within {timeout:g}s"
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)

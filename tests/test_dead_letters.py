@@ -13,9 +13,9 @@ from streamlattice.config import Lattice
 from streamlattice.errors import InvalidEvent, PayloadTooLarge
 from streamlattice.kafka.clients import KafkaSettings
 from streamlattice.kafka.partitioning import partition_for
+from streamlattice.kafka.registry import Registry, RegistryCodec
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.codec import codecs, tensor_record
-from streamlattice.wire.registry import Registry, RegistryCodec
 from streamlattice.worker.outgoing import ERROR_HEADER, KIND_HEADER
 from workers.sensor import signals
 

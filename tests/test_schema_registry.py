@@ -20,13 +20,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaReference
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from conftest import worker_in_process
 
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.errors import InvalidEvent, RegistryUnavailable
 from streamlattice.kafka.clients import KafkaSettings
+from streamlattice.kafka.registry import HEADER, Registry, RegistryCodec, registry_client, subject
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.codec import codecs, tensor_record
-from streamlattice.wire.registry import HEADER, Registry, RegistryCodec, registry_client, subject
 from streamlattice.worker.intake import Intake
 from streamlattice.worker.runtime import Worker
 from workers.sensor.signals import generate
@@ -196,14 +197,7 @@ def test_foreign_serializers_feed_a_worker_and_read_its_results_across_schema_ve
     reference = {}
 
     async def main() -> tuple[dict, dict, dict]:
-        worker = Worker(lattice, "sensor", "eu-west", "registry-0", settings)
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))
-        try:
-            deadline = time.monotonic() + 60
-            while not worker.membership.owned() and time.monotonic() < deadline:
-                assert not running.done(), "the worker stopped before it was assigned"
-                await asyncio.sleep(0.2)
+        async with worker_in_process(Worker(lattice, "sensor", "eu-west", "registry-0", settings)):
             # the worker registered its schemas: the Tensor type, and the task's subjects
             assert {TENSOR, subject(lattice.events_topic("sensor")), subject(lattice.results_topic("sensor"))} <= set(
                 client.get_subjects()
@@ -237,9 +231,6 @@ def test_foreign_serializers_feed_a_worker_and_read_its_results_across_schema_ve
             as_older = await asyncio.to_thread(
                 foreign_read, kafka, lattice, client, with_tensor(client, older(result_schema, "flags")), want, 30
             )
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 30)
         return as_written, as_newer, as_older
 
     as_written, as_newer, as_older = asyncio.run(main())

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from aiokafka import TopicPartition
+from conftest import worker_in_process
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -48,21 +49,13 @@ def test_one_event_is_followed_from_publish_through_its_batch_to_its_result(kafk
     settings = KafkaSettings(bootstrap=kafka)
 
     async def main() -> tuple[set[str], dict[str, dict]]:
-        worker = Worker(lattice, "sensor", "eu-west", "traced-0", settings, tracer_provider=provider)
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))
-        try:
-            deadline = time.monotonic() + 60
-            while not worker.membership.owned() and time.monotonic() < deadline:
-                assert not running.done(), "the worker stopped before it was assigned"
-                await asyncio.sleep(0.2)
+        async with worker_in_process(
+            Worker(lattice, "sensor", "eu-west", "traced-0", settings, tracer_provider=provider)
+        ):
             windows = generate(3, seed=5).x
             async with LatticeProducer(lattice=lattice, settings=settings, tracer_provider=provider) as producer:
                 ids = {await producer.publish("sensor", "eu-west", f"machine-{i}", windows[i]) for i in range(3)}
             results = await first_results(kafka, lattice, ids, timeout=60)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 30)
         return ids, results
 
     ids, results = asyncio.run(main())

@@ -183,6 +183,10 @@ def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
         "offsets.topic.num.partitions": 12,
         "log.segment.bytes": 64 * 1024 * 1024,
         "log.retention.hours": 24,
+        # Deleted topics' files go after 1 s, not 60: tests and the bench delete and create
+        # namespaces all the time, and once a broker's controller stalled from the re-create
+        # until the deleted logs were removed, 61 s later (bench/worker-split-ab.md).
+        "log.segment.delete.delay.ms": 1000,
         "num.network.threads": 2,
         "num.io.threads": 4,
     }

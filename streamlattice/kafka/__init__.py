@@ -1,1 +1,2 @@
-"""The thin Kafka layer: clients and settings, security, topics, groups, compacted topics, lag, the partitioner."""
+"""The thin Kafka layer: clients, settings and security, topics, groups, compacted topics, lag, the
+partitioner, the schema registry."""

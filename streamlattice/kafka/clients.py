@@ -30,9 +30,9 @@ from aiokafka.protocol.api import Request
 from streamlattice.config import bootstrap_from_env
 from streamlattice.errors import AuthenticationFailed, BrokerUnavailable, StreamLatticeError
 from streamlattice.kafka import fixes
+from streamlattice.kafka.registry import Registry, RegistryCodec
 from streamlattice.kafka.security import ALLOW, CONFIG_ENV, Acl, Security
 from streamlattice.wire.codec import RecordCodec
-from streamlattice.wire.registry import Registry, RegistryCodec
 
 # Every client streamlattice builds comes from this module: fix aiokafka's OffsetFetch first.
 fixes.apply()
@@ -53,7 +53,7 @@ class KafkaSettings:
     client_id: str = "streamlattice"
     request_timeout_ms: int = 30_000
     security: Security = field(default_factory=Security.from_env)
-    # A schema registry's URL: events, results and dead letters in its wire format (wire.registry)
+    # A schema registry's URL: events, results and dead letters in its wire format (kafka.registry)
     schema_registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
 
     @classmethod

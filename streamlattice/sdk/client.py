@@ -30,11 +30,11 @@ from streamlattice.errors import DeadLettered, InferenceTimeout, InvalidEvent, P
 from streamlattice.inference.validation import check_size, check_tensor_header
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, make_producer, start_client
 from streamlattice.kafka.partitioning import partition_for
+from streamlattice.kafka.registry import RegistryCodec
 from streamlattice.kafka.topics import require_topics
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, Record, codecs, tensor_record
 from streamlattice.wire.records import Result
-from streamlattice.wire.registry import RegistryCodec
 
 Payload = np.ndarray | str
 
@@ -50,7 +50,7 @@ def encode_event(
 ) -> tuple[str, int, bytes]:
     """(event id, partition, record bytes) of one event; InvalidEvent if it does not fit the task.
 
-    `codec` frames it (a schema registry's wire format, see wire.registry) [single-object encoding].
+    `codec` frames it (a schema registry's wire format, see kafka.registry) [single-object encoding].
     """
     spec = lattice.task(task)
     reg = lattice.region(region)

@@ -31,7 +31,7 @@ from streamlattice.errors import InvalidEvent
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
-# The first byte of a record in a schema registry's wire format (see wire.registry).
+# The first byte of a record in a schema registry's wire format (see kafka.registry).
 REGISTRY_MAGIC = b"\x00"
 # Named types other schemas refer to; parsed first.
 SHARED_TYPES = ("tensor",)
@@ -93,7 +93,7 @@ def inline_first_use(schema: Any, named: dict[str, Any], defined: set[str] | Non
 
 
 class Codec(Protocol):
-    """What a worker or client needs of a codec: RecordCodec, or wire.registry's RegistryCodec."""
+    """What a worker or client needs of a codec: RecordCodec, or kafka.registry's RegistryCodec."""
 
     name: str
 

@@ -17,9 +17,9 @@ from aiokafka.structs import ConsumerRecord
 from streamlattice.config import Lattice, Task
 from streamlattice.errors import ConfigError, InvalidEvent
 from streamlattice.inference.validation import check_event, check_size, non_finite_rows
+from streamlattice.kafka.registry import RegistryCodec
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, codecs, stack_tensors
-from streamlattice.wire.registry import RegistryCodec
 from streamlattice.worker.batch import Batch
 
 # A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller

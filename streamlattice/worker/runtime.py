@@ -36,13 +36,13 @@ from streamlattice.errors import RegistryUnavailable
 from streamlattice.inference.batching import BatchPolicy
 from streamlattice.inference.tasks import Inferred, TaskRuntime
 from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_client
+from streamlattice.kafka.registry import RegistryCodec
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
 from streamlattice.power.profiles import Clock, PowerSource
 from streamlattice.power.sources import PowerMeter, parse_power
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import codecs
-from streamlattice.wire.registry import RegistryCodec
 from streamlattice.worker.batch import Batch, WorkerStats
 from streamlattice.worker.checkpoint import AtLeastOnce, Checkpoint, Transactional
 from streamlattice.worker.handoff import Inference
