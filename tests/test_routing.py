@@ -50,6 +50,17 @@ def test_only_recent_heartbeats_of_the_task_from_nodes_that_stay_count() -> None
     assert [n.node_id for n in live_nodes(beats, "sensor", now, timeout_s=10)] == ["a"]
 
 
+def test_a_node_whose_heartbeats_stall_stays_live_while_its_group_still_counts_it() -> None:
+    """A broker failover stops a node's heartbeats for a while; its group session says it lives."""
+    now = 100_000_000
+    beats = [hb("a", "eu-west", now), hb("b", "us-east", now - 20_000_000), hb("c", "ap-south", now - 20_000_000)]
+    live = live_nodes(beats, "sensor", now, timeout_s=10, members=frozenset({"a", "b"}))
+    assert [n.node_id for n in live] == ["a", "b"]  # c is out of the group too: gone
+    assert [n.node_id for n in live_nodes(beats, "sensor", now, timeout_s=10, members=None)] == ["a"]
+    leaving = [hb("b", "us-east", now - 20_000_000, stopping=True)]
+    assert live_nodes(leaving, "sensor", now, timeout_s=10, members=frozenset({"b"})) == []
+
+
 def test_arrival_rates_come_from_end_offset_deltas() -> None:
     rates = OffsetRates(smoothing=1.0)
     rates.observe({0: 100, 1: 0}, at=10.0)

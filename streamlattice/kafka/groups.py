@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import KafkaError
@@ -35,14 +36,17 @@ class GroupView:
     members: tuple[GroupMember, ...]
 
 
-async def describe_group(settings: KafkaSettings, group_id: str) -> GroupView:
-    """The group as its coordinator sees it now."""
-    admin = make_admin(settings)
-    await start_client(admin, settings)
-    try:
+async def describe_group(settings: KafkaSettings, group_id: str, admin: Any = None) -> GroupView:
+    """The group as its coordinator sees it now (through `admin`, a started admin client, if given)."""
+    if admin is not None:
         (response,) = await admin.describe_consumer_groups([group_id])
-    finally:
-        await admin.close()
+    else:
+        admin = make_admin(settings)
+        await start_client(admin, settings)
+        try:
+            (response,) = await admin.describe_consumer_groups([group_id])
+        finally:
+            await admin.close()
     group = response.to_object()["groups"][0]
     members = []
     for m in group["members"]:

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
 from streamlattice.kafka.compacted import CompactedReader
+from streamlattice.kafka.groups import describe_group
 from streamlattice.kafka.lag import group_offsets
 from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
@@ -150,6 +151,8 @@ def make_app(
         view.rates[task].observe({tp.partition: o.end for tp, o in offsets.items()})
         view.lag[task] = {tp.partition: o.lag for tp, o in offsets.items() if o.committed is not None}
 
+    members: dict[str, frozenset[str]] = {}  # per task: node ids the worker group counts
+
     @app.timer(interval=lattice.settings.plan_interval_s)
     async def replan() -> None:
         if not clients.get("recovered"):
@@ -161,7 +164,13 @@ def make_app(
                 await measure(task)
             except KafkaError as e:
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
-            live = live_nodes(known, task, now, lattice.settings.node_timeout_s)
+            try:  # who the group's coordinator still counts (see live_nodes); no answer: as last time
+                if "admin" in clients:
+                    group = await describe_group(settings, lattice.group_id(task), clients["admin"])
+                    members[task] = frozenset(m.node_id for m in group.members if m.node_id)
+            except KafkaError as e:
+                log.warning("router: members of %s unavailable (%s)", task, e)
+            live = live_nodes(known, task, now, lattice.settings.node_timeout_s, members.get(task))
             plan = routing.decide(
                 lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s, lag=view.lag[task]
             )

@@ -29,12 +29,29 @@ def weights(lattice: Lattice) -> Weights:
     )
 
 
-def live_nodes(heartbeats: Iterable[Heartbeat], task: str, now_us: int, timeout_s: float) -> list[NodeState]:
-    """Nodes of `task` whose newest heartbeat is recent and does not say they are leaving."""
+def live_nodes(
+    heartbeats: Iterable[Heartbeat],
+    task: str,
+    now_us: int,
+    timeout_s: float,
+    members: frozenset[str] | None = None,
+) -> list[NodeState]:
+    """Nodes of `task` that are live and do not say they are leaving, each as its newest heartbeat
+    describes it.
+
+    Live: its heartbeat is recent, or the worker group's coordinator still counts it among the
+    group's `members` (node ids; None when the group could not be asked). Heartbeats travel
+    through a topic, and when the broker that leads a node's heartbeat partition dies they stop
+    for as long as Kafka takes to elect another leader (the broker's session timeout, ~10 s):
+    the node is fine, and moving its partitions away, then back, would cost two rebalances.
+    The group's own session is the authority on whether a worker is alive.
+    """
     return [
         NodeState(hb.node_id, hb.region, hb.capacity_eps, hb.renewable_fraction, hb.carbon_intensity)
         for hb in heartbeats
-        if hb.task == task and not hb.stopping and hb.age_s(now_us) <= timeout_s
+        if hb.task == task
+        and not hb.stopping
+        and (hb.age_s(now_us) <= timeout_s or (members is not None and hb.node_id in members))
     ]
 
 
