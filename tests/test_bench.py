@@ -110,6 +110,15 @@ def test_plans_the_quick_run_shorter_than_the_full_one() -> None:
     assert dataclasses.replace(quick, repeats=2).repeats == 2
 
 
+def test_every_task_has_a_backlog_in_both_plans_and_a_task_of_your_own_gets_the_default() -> None:
+    tasks = load_lattice(DEFAULT_CONFIG).tasks
+    for plan in (harness.Plan.quick(), harness.Plan.full()):
+        assert set(tasks) <= set(plan.backlog), "a task of the default lattice has no backlog (KeyError once)"
+        assert plan.backlog_of("my-own-model") == plan.other_backlog > 0
+    # the compute-bound task gets a backlog it can drain, not the transport-bound tasks' one
+    assert harness.Plan.quick().backlog_of("language") < harness.Plan.quick().backlog_of("sensor")
+
+
 def test_a_missing_bench_extra_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

@@ -9,6 +9,7 @@ LABELS = {
     "compute_limit": "compute limit (ONNX Runtime alone)",
     "transport_limit": "transport limit (aiokafka alone)",
     "naive": "naive aiokafka loop",
+    "batched": "batched aiokafka loop",
     "faust": "faust-streaming agent",
     "quixstreams": "Quix Streams app",
     "streamlattice": "streamlattice worker",

@@ -48,8 +48,8 @@ def bench(
     no_pin: bool,
     profile: Path | None,
 ) -> None:
-    """Measure streamlattice next to ONNX Runtime alone, aiokafka alone, a naive aiokafka loop, a
-    faust agent and a Quix Streams app on the same events: throughput, CPU per 1,000 events, peak
+    """Measure streamlattice next to ONNX Runtime alone, aiokafka alone, a naive and a batched
+    aiokafka loop, a faust agent and a Quix Streams app on the same events: throughput, CPU per 1,000 events, peak
     RSS and p50/p99 latency at 25/50/75% of each one's maximum. Needs the bench extra
     (`pip install -e '.[bench]'`; `./dev bench` installs it)."""
     from streamlattice.bench import harness, report
