@@ -23,6 +23,7 @@ import io
 import json
 import struct
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
 HEADER = struct.Struct(">bI")  # magic byte (0), schema id
+REFUSED_TTL_S = 30.0
 
 
 def subject(topic: str) -> str:
@@ -85,7 +87,9 @@ class Registry:
         self._shared: dict[str, int] = {}  # shared type name -> its registered version
         self._ids: dict[str, int] = {}  # subject -> id of our schema under it
         self._writers: dict[int, dict[str, Any]] = {}  # schema id -> parsed writer schema
-        self._refused: dict[int, InvalidEvent] = {}  # schema id -> why no record of it can be read
+        # schema id -> (monotonic time, why no record of it can be read), asked again after
+        # REFUSED_TTL_S: a registry's follower may not know a schema its leader just registered
+        self._refused: dict[int, tuple[float, InvalidEvent]] = {}
 
     @classmethod
     def connect(cls, url: str, auth: str | None = None) -> Registry:
@@ -131,12 +135,13 @@ class Registry:
         found = self._writers.get(schema_id)
         if found is not None:
             return found
-        if schema_id in self._refused:  # asked once: a flood of such records does not flood the registry
-            raise self._refused[schema_id]
+        refused = self._refused.get(schema_id)
+        if refused is not None and time.monotonic() - refused[0] < REFUSED_TTL_S:
+            raise refused[1]  # asked lately: a flood of such records does not flood the registry
         try:
             parsed = self._fetch(schema_id)
         except InvalidEvent as e:
-            self._refused[schema_id] = e
+            self._refused[schema_id] = (time.monotonic(), e)
             raise
         with self._lock:
             self._writers[schema_id] = parsed
@@ -144,7 +149,8 @@ class Registry:
 
     def knows(self, schema_id: int) -> bool:
         """Whether `writer(schema_id)` answers without asking the registry."""
-        return schema_id in self._writers or schema_id in self._refused
+        refused = self._refused.get(schema_id)
+        return schema_id in self._writers or (refused is not None and time.monotonic() - refused[0] < REFUSED_TTL_S)
 
     def _fetch(self, schema_id: int) -> dict[str, Any]:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
