@@ -198,10 +198,10 @@ def test_foreign_serializers_feed_a_worker_and_read_its_results_across_schema_ve
 
     async def main() -> tuple[dict, dict, dict]:
         async with worker_in_process(Worker(lattice, "sensor", "eu-west", "registry-0", settings)):
-            # the worker registered its schemas: the Tensor type, and the task's subjects
-            assert {TENSOR, subject(lattice.events_topic("sensor")), subject(lattice.results_topic("sensor"))} <= set(
-                client.get_subjects()
-            )
+            # the worker registered what it writes: the Tensor type, results and dead letters
+            written = {subject(lattice.results_topic("sensor")), subject(lattice.dlq_topic("sensor"))}
+            assert {TENSOR, *written} <= set(client.get_subjects())
+            assert subject(lattice.events_topic("sensor")) not in client.get_subjects()  # the producers' to register
             event_schema = schema_json("event")
             sent = {
                 "same": event(windows[0], "m-same"),

@@ -358,8 +358,10 @@ class Worker:
             observe((now - ev["event_time_us"]) / 1e6)
 
     def _register_schemas(self) -> None:
-        """With a schema registry: our schemas registered under the task's subjects (blocking I/O)."""
-        for codec in (self.intake.codec, self.answers.result_codec, self.answers.dead_letter_codec):
+        """With a schema registry: the schemas of what this node writes (results, dead letters)
+        registered under their topics' subjects (blocking I/O). Events are their producers' to
+        register: a reader only looks writer schemas up."""
+        for codec in (self.answers.result_codec, self.answers.dead_letter_codec):
             if isinstance(codec, RegistryCodec):
                 schema_id = codec.prepare()
                 log.info("node %s: %s records on %s as schema id %d", self.node_id, codec.name, codec.topic, schema_id)
