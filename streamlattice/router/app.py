@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 import faust
@@ -151,7 +153,8 @@ def make_app(
         view.rates[task].observe({tp.partition: o.end for tp, o in offsets.items()})
         view.lag[task] = {tp.partition: o.lag for tp, o in offsets.items() if o.committed is not None}
 
-    members: dict[str, frozenset[str]] = {}  # per task: node ids the worker group counts
+    # per task: (monotonic time, node ids the worker group counted then)
+    members: dict[str, tuple[float, frozenset[str]]] = {}
 
     @app.timer(interval=lattice.settings.plan_interval_s)
     async def replan() -> None:
@@ -164,13 +167,16 @@ def make_app(
                 await measure(task)
             except KafkaError as e:
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
-            try:  # who the group's coordinator still counts (see live_nodes); no answer: as last time
+            try:  # who the group's coordinator still counts (see live_nodes)
                 if "admin" in clients:
                     group = await describe_group(settings, lattice.group_id(task), clients["admin"])
-                    members[task] = frozenset(m.node_id for m in group.members if m.node_id)
+                    members[task] = (time.monotonic(), frozenset(m.node_id for m in group.members if m.node_id))
             except KafkaError as e:
                 log.warning("router: members of %s unavailable (%s)", task, e)
-            live = live_nodes(known, task, now, lattice.settings.node_timeout_s, members.get(task))
+            # no answer: the last one, while it is recent (a broker failover), never for good
+            seen_at, counted = members.get(task, (-math.inf, frozenset()))
+            fresh = time.monotonic() - seen_at <= 3 * lattice.settings.node_timeout_s
+            live = live_nodes(known, task, now, lattice.settings.node_timeout_s, counted if fresh else None)
             plan = routing.decide(
                 lattice, live, view.rates[task].rates, lattice.settings.plan_refresh_s, lag=view.lag[task]
             )
