@@ -21,6 +21,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamlattice import paths
 from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
 from streamlattice.kafka.compacted import CompactedReader
@@ -93,10 +94,13 @@ def make_app(
 ) -> faust.App:
     """The router's faust app for `lattice`."""
     brokers = ";".join(f"kafka://{b}" for b in settings.bootstrap.split(","))
+    datadir = paths.data_dir() / "router"  # faust's own default is the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id(lattice),
         broker=brokers,
         store="memory://",  # rebuilt from the table's changelog topic on start
+        datadir=datadir / app_id(lattice),
         web_port=web_port,
         web_host=web_host,
         web_bind=web_host,
