@@ -14,6 +14,7 @@ import numpy as np
 from streamlattice.errors import ConfigError
 from streamlattice.paths import DEFAULT_LATTICE, default_models_base
 from streamlattice.placement.plan import Weights
+from streamlattice.power.energy import PowerModel
 
 DEFAULT_CONFIG = DEFAULT_LATTICE
 DEFAULT_BOOTSTRAP = "localhost:9092"
@@ -72,7 +73,7 @@ class Task:
     preprocess: str | None  # "module:function" turning a batch into the model's inputs
     postprocess: str | None  # "module:function" mapping model outputs to labels and scores
     generator: str | None  # "module:function" making sample payloads for the load generator
-    watts: float  # power drawn while inferring, for energy estimates
+    watts: float | None  # what a busy CPU draws serving this task, if not the node's busy_watts (an accelerator)
     providers: tuple[str, ...] = ("cpu",)  # ONNX Runtime execution providers, in order of preference
     max_tokens: int = 256  # text tasks: longer texts are truncated and flagged
     labels: tuple[str, ...] = ()  # candidate labels, for tasks whose hooks tag by similarity
@@ -118,6 +119,7 @@ class Lattice:
     latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
     settings: LatticeSettings = field(default_factory=lambda: LatticeSettings())
     source: Path | None = None
+    power_model: PowerModel = field(default_factory=PowerModel)  # [nodes]: what a worker's CPUs draw
 
     @property
     def total_partitions(self) -> int:
@@ -244,7 +246,19 @@ def parse_lattice(raw: dict[str, Any], base_dir: Path, source: Path | None = Non
         settings = LatticeSettings(**typed)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [lattice] or [placement]: {e}") from None
-    return Lattice(namespace, tuple(regions), tasks, latency, settings, source)
+    power_model = _parse_nodes(raw.get("nodes", {}), where)
+    return Lattice(namespace, tuple(regions), tasks, latency, settings, source, power_model)
+
+
+def _parse_nodes(spec: dict[str, Any], where: str) -> PowerModel:
+    """[nodes]: the power model of a worker's CPUs (idle_watts, busy_watts per CPU; cpus)."""
+    unknown = set(spec) - {"idle_watts", "busy_watts", "cpus"}
+    if unknown:
+        raise ConfigError(f"{where}: [nodes] has unknown keys {sorted(unknown)} (idle_watts, busy_watts, cpus)")
+    try:
+        return PowerModel(**{k: float(v) for k, v in spec.items()})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: [nodes]: {e}") from None
 
 
 def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> Task:
@@ -272,7 +286,7 @@ def _parse_task(name: str, spec: dict[str, Any], base_dir: Path, where: str) -> 
         preprocess=spec.get("preprocess"),
         postprocess=spec.get("postprocess"),
         generator=spec.get("generator"),
-        watts=float(spec.get("watts", 15.0)),
+        watts=None if spec.get("watts") is None else float(spec["watts"]),
         providers=tuple(str(p) for p in spec.get("providers", ("cpu",))),
         max_tokens=int(spec.get("max_tokens", 256)),
         labels=tuple(str(label) for label in spec.get("labels", ())),

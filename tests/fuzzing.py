@@ -55,7 +55,7 @@ def feed(worker: Worker, values: list[bytes | None]) -> set[int]:
             if isolated.failures:
                 reject_failed_rows(batch, isolated, worker.node_id)
             if isolated.inferred is not None:
-                results = worker.answers.results(batch, isolated.inferred, 0.001, runtime.model)
+                results = worker.answers.results(batch, isolated.inferred, runtime.model)
                 assert len(results) == len(batch.accepted)
                 for item in results:
                     codecs().result.decode(item.message[1])

@@ -22,6 +22,7 @@ def test_the_default_layout_has_three_regions_of_four_partitions() -> None:
     assert lt.events_topic("sensor") == "sl.events.sensor"
     assert lt.region_of_partition(5).name == "us-east"
     assert lt.task("sensor").shape == (3, 64)
+    assert (lt.power_model.idle_watts, lt.power_model.busy_watts, lt.power_model.cpus) == (0.74, 3.5, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,8 @@ def test_the_default_layout_has_three_regions_of_four_partitions() -> None:
         ({"regions": {"a": {}}, "tasks": {"t": {}}}, "no model path"),
         ({"regions": {"a": {}}, "tasks": {"t": {"model": "m", "input": "audio"}}}, "input must be"),
         ({"regions": {"a": {}}, "tasks": {"t": {"model": "m", "dtype": "float99"}}}, "unknown dtype"),
+        ({"regions": {"a": {}}, "nodes": {"idle_watts": 5, "busy_watts": 2}}, "idle_watts <= busy_watts"),
+        ({"regions": {"a": {}}, "nodes": {"watts": 5}}, "unknown keys \\['watts'\\]"),
     ],
 )
 def test_broken_layouts_are_refused_with_a_reason(raw: dict, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -35,17 +36,27 @@ async def publish_windows(
     return sent
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid`, all its threads, as the OS counts them."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_ten_thousand_events_through_three_regions_each_get_exactly_one_right_result(
     kafka: str, lattice: Lattice, workers: Callable[..., WorkerProcess]
 ) -> None:
     regions = [r.name for r in lattice.regions]
-    procs = [workers(lattice, r) for r in regions]
+    # 1 W per busy CPU and nothing idle: a node's joules are its CPU-seconds
+    procs = [workers(lattice, r, args=("--idle-watts", "0", "--busy-watts", "1")) for r in regions]
     for w in procs:
         w.wait_assigned()
+    cpu_before = {w.node_id: cpu_seconds(w.proc.pid) for w in procs}
     windows = signals.generate(10_000, seed=2024, anomaly_rate=0.1)
 
     sent = asyncio.run(publish_windows(kafka, lattice, windows, regions))
     results = asyncio.run(collect_results(kafka, lattice, "sensor", set(sent), timeout=120))
+    cpu_after = {w.node_id: cpu_seconds(w.proc.pid) for w in procs}
 
     missing = set(sent) - results.keys()
     assert not missing, f"{len(missing)} of {len(sent)} events have no result"
@@ -71,4 +82,11 @@ def test_ten_thousand_events_through_three_regions_each_get_exactly_one_right_re
     for r_name in regions:
         nodes = {rs[0].node_id for e, rs in results.items() if sent[e][0] == r_name}
         assert nodes == {f"{r_name}-{regions.index(r_name)}"}
+    # each result's energy is its share of its whole worker process's CPU time (decode, Kafka
+    # I/O, the event loop and inference), not of the inference thread alone: what the results
+    # of a node carry adds up to most of the CPU its process used while serving them
+    for node, used in cpu_after.items():
+        carried = sum(rs[0].energy_j for rs in results.values() if rs[0].node_id == node)
+        serving = used - cpu_before[node]
+        assert 0.6 * serving <= carried <= used, f"{node}: results carry {carried:.2f} J, process used {serving:.2f} s"
     assert all(w.alive() for w in procs)

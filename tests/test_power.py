@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamlattice.errors import ConfigError
+from streamlattice.power.energy import EnergyMeter, PowerModel, grams
 from streamlattice.power.feeds import CsvSource, HttpSource
 from streamlattice.power.profiles import Clock, Grid, Solar, Static, Wind
 from streamlattice.power.sources import parse_power
@@ -89,3 +90,26 @@ def test_the_http_feed_is_read_and_its_last_value_kept_when_it_fails() -> None:
     server.shutdown()
     server.server_close()
     assert source.read(0).carbon_intensity == 120.0  # the feed is gone: the last good reading stays
+
+
+def test_energy_counts_the_whole_process_cpu_and_the_idle_draw_of_the_cpus_it_is_given() -> None:
+    cpu, wall = [10.0], [100.0]
+    meter = EnergyMeter(PowerModel(idle_watts=1.0, busy_watts=4.0, cpus=2.0), lambda: cpu[0], lambda: wall[0])
+    cpu[0], wall[0] = 10.5, 101.0  # half a CPU-second in one second
+    assert meter.take() == pytest.approx(2 * 1.0 * 1.0 + 0.5 * 3.0)
+    wall[0] = 111.0  # ten seconds idle: only the idle draw
+    assert meter.take() == pytest.approx(2 * 1.0 * 10.0)
+    assert meter.take() == 0.0
+    cpu[0], wall[0] = 20.0, 200.0
+    meter.restart()  # e.g. after loading the model: nothing before counts
+    cpu[0], wall[0] = 21.0, 201.0
+    assert meter.take() == pytest.approx(2.0 + 3.0)
+    # 1 kWh at 500 gCO2/kWh
+    assert grams(3.6e6, 500.0) == pytest.approx(500.0)
+
+
+def test_a_power_model_that_cannot_be_is_refused() -> None:
+    with pytest.raises(ValueError, match="idle_watts <= busy_watts"):
+        PowerModel(idle_watts=5.0, busy_watts=1.0)
+    with pytest.raises(ValueError, match="cpus > 0"):
+        PowerModel(cpus=0.0)

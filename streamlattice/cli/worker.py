@@ -26,6 +26,21 @@ from streamlattice.cli.base import State, pass_state, run_async, split_list, sto
     type=click.FloatRange(min=0, min_open=True),
     help="Run simulated power this many times faster than the clock [lattice.toml's].",
 )
+@click.option(
+    "--cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    help="CPUs this worker is given: its share of the node's idle power [lattice.toml's [nodes] cpus, 1].",
+)
+@click.option(
+    "--idle-watts",
+    type=click.FloatRange(min=0),
+    help="What one of the node's CPUs draws idle, W [lattice.toml's [nodes] idle_watts, 0.74].",
+)
+@click.option(
+    "--busy-watts",
+    type=click.FloatRange(min=0),
+    help="What one of the node's CPUs draws fully busy, W [lattice.toml's [nodes] busy_watts, 3.5].",
+)
 @click.option("--max-batch", type=click.IntRange(min=1), help="Largest micro-batch [the task's].")
 @click.option(
     "--metrics-port",
@@ -51,6 +66,9 @@ def worker(
     providers: str | None,
     power: str | None,
     time_factor: float | None,
+    cpus: float | None,
+    idle_watts: float | None,
+    busy_watts: float | None,
     max_batch: int | None,
     max_wait_ms: float | None,
     metrics_port: int | None,
@@ -62,6 +80,10 @@ def worker(
     crash may repeat a batch's results but never loses one. --exactly-once writes results and
     offsets in one transaction. SIGTERM (or Ctrl-C) drains in-flight batches, commits and
     leaves the group.
+
+    Each result carries an estimate of its energy and carbon: the whole process's CPU time
+    through the node's power model (--cpus, --idle-watts, --busy-watts), at the node's grid
+    intensity (docs/energy.md states the method).
     """
     from streamlattice.metrics import serve as serve_metrics
     from streamlattice.power.sources import parse_power
@@ -69,6 +91,16 @@ def worker(
     from streamlattice.worker.runtime import Worker
 
     chosen = tuple(split_list(providers)) or None
+    node_power = state.lattice.power_model
+    try:
+        node_power = dataclasses.replace(
+            node_power,
+            cpus=node_power.cpus if cpus is None else cpus,
+            idle_watts=node_power.idle_watts if idle_watts is None else idle_watts,
+            busy_watts=node_power.busy_watts if busy_watts is None else busy_watts,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
     spec = state.lattice.task(task)
     source = parse_power(power, state.lattice.region(region).tz_hours) if power else None
@@ -96,6 +128,7 @@ def worker(
             providers=chosen,
             power=source,
             exactly_once=exactly_once,
+            power_model=node_power,
         )
         if metrics_port:
             serve_metrics(w.metrics.registry, metrics_port)

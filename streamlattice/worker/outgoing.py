@@ -22,6 +22,7 @@ from streamlattice.inference.tasks import Inferred
 from streamlattice.kafka.clients import Message
 from streamlattice.kafka.partitioning import partition_for
 from streamlattice.metrics import WorkerMetrics
+from streamlattice.power.energy import EnergyMeter, grams
 from streamlattice.power.sources import PowerMeter
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, codecs, tensor_rows
@@ -63,6 +64,7 @@ class Answers:
         task: Task,
         node_id: str,
         power: PowerMeter,
+        energy: EnergyMeter,
         metrics: WorkerMetrics,
         result_codec: Codec | None = None,
         dead_letter_codec: Codec | None = None,
@@ -71,6 +73,7 @@ class Answers:
         self.task = task
         self.node_id = node_id
         self.power = power
+        self.energy = energy
         self.metrics = metrics
         self.dead_letter_cap = max(DEAD_LETTER_ORIGINAL_BYTES, task.max_event_bytes)
         self.result_codec = result_codec or codecs().result
@@ -80,16 +83,21 @@ class Answers:
         self._dlq_topic = lattice.dlq_topic(task.name)
         self._warned: set[tuple[int, str]] = set()
 
-    def results(self, batch: Batch, inferred: Inferred, infer_s: float, model: LoadedModel) -> list[Outgoing]:
-        """The result records of a batch's accepted events, each with the input record it answers."""
+    def results(self, batch: Batch, inferred: Inferred, model: LoadedModel) -> list[Outgoing]:
+        """The result records of a batch's accepted events, each with the input record it answers.
+
+        Each carries its share of the energy the whole process used since the previous batch of
+        results (streamlattice.power.energy states the method) and its carbon at the node's intensity.
+        """
         inferred_us = now_us()
         n = len(batch.accepted)
         outputs, flags = inferred.outputs, inferred.flags
         labels, scores = inferred.annotations.labels, inferred.annotations.scores
-        energy_j = self.task.watts * infer_s / n
-        carbon_g = energy_j / 3.6e6 * self.power.reading.carbon_intensity
-        self.metrics.energy_j.inc(energy_j * n)
-        self.metrics.carbon_g.inc(carbon_g * n)
+        joules = self.energy.take()
+        carbon = grams(joules, self.power.reading.carbon_intensity)
+        energy_j, carbon_g = joules / n, carbon / n
+        self.metrics.energy_j.inc(joules)
+        self.metrics.carbon_g.inc(carbon)
         encode = self.result_codec.encode
         # per batch, not per event: each output's rows, the scores as floats, the clock
         columns = [(name, tensor_rows(out)) for name, out in outputs.items()]

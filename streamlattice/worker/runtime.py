@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ from streamlattice.kafka.clients import KafkaSettings, make_consumer, start_clie
 from streamlattice.kafka.registry import RegistryCodec
 from streamlattice.kafka.topics import require_topics
 from streamlattice.metrics import WorkerMetrics
+from streamlattice.power.energy import EnergyMeter, PowerModel
 from streamlattice.power.profiles import Clock, PowerSource
 from streamlattice.power.sources import PowerMeter, parse_power
 from streamlattice.wire.clock import now_us
@@ -83,6 +85,7 @@ class Worker:
         power: PowerSource | None = None,
         exactly_once: bool = False,
         tracer_provider: TracerProvider | None = None,
+        power_model: PowerModel | None = None,
     ) -> None:
         self.lattice = lattice
         self.task: Task = lattice.task(task)
@@ -95,6 +98,10 @@ class Worker:
         ls = lattice.settings
         clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
+        model = power_model or lattice.power_model
+        if self.task.watts is not None:  # the task's own busy draw (an accelerator)
+            model = dataclasses.replace(model, busy_watts=max(self.task.watts, model.idle_watts))
+        self.energy = EnergyMeter(model)
         self.meter = Meter()
         self.metrics = WorkerMetrics(self.task.name, self.region.name, self.node_id)
         # the wire format of the task's topics: a schema registry's, if the settings name one
@@ -106,6 +113,7 @@ class Worker:
             self.task,
             self.node_id,
             self.power,
+            self.energy,
             self.metrics,
             frame(codecs().result, lattice.results_topic(task)),
             frame(codecs().dead_letter, lattice.dlq_topic(task)),
@@ -142,6 +150,7 @@ class Worker:
         model = runtime.model
         log.info("node %s: model %s@%s on %s", self.node_id, model.name, model.version, ",".join(model.providers))
         self.meter.capacity_eps = runtime.warm_capacity_eps
+        self.energy.restart()  # results pay for serving, not for loading the model
         await self.membership.start(self.settings)
         # At-least-once: results, dead letters and heartbeats. Exactly-once: heartbeats only.
         outbox = Outbox(self.settings, self.answers.fallback, self._set_aside)
@@ -319,7 +328,7 @@ class Worker:
         outgoing = []
         if inferred is not None:
             assert self.runtime is not None
-            outgoing = self.answers.results(batch, inferred, infer_s, self.runtime.model)
+            outgoing = self.answers.results(batch, inferred, self.runtime.model)
         outgoing += self.answers.dead_letters(batch)
         built = time.perf_counter()
         deliveries = await checkpoint.write(batch, outgoing)
