@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
-from conftest import FAST_TIMINGS, FAULT_TABLE, WorkerProcess, collect_results, outcome, write_lattice
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from conftest import FAST_TIMINGS, FAULT_ROW, WorkerProcess, collect_results, outcome, write_lattice
 
 from streamlattice.chaos.run import leader_of_most
 from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer
-from streamlattice.kafka.fixes import OffsetsUnavailable, missing_offsets
+from streamlattice.kafka.fixes import OffsetsUnavailable, ask_coordinator, missing_offsets
 from streamlattice.kafka.lag import group_offsets
 from streamlattice.sdk.client import LatticeProducer
 from streamlattice.wire.clock import now_us
@@ -147,8 +148,17 @@ class Lane:
 class Scenario:
     """A lane per delivery mode, a fault and the count afterwards."""
 
-    def __init__(self, name: str, kafka: str, models: dict[str, Path], tmp: Path, workers: Callable) -> None:
+    def __init__(
+        self,
+        name: str,
+        kafka: str,
+        models: dict[str, Path],
+        tmp: Path,
+        workers: Callable,
+        record: Callable[[str, object], None],
+    ) -> None:
         self.name = name
+        self.record = record
         self.kafka = kafka
         self.tmp = tmp
         self.lanes = [Lane(mode, self.lattice(models["sensor"]), kafka, workers) for mode in MODES]
@@ -194,7 +204,7 @@ class Scenario:
             first = [rs[0] for rs in results.values()]
             after = [r.produced_us - r.event_time_us for r in first if r.event_time_us >= self.fault_us]
             recovery_s = max(after, default=float("nan")) / 1e6
-            FAULT_TABLE.append((self.name, lane.mode, len(lane.sent), len(missing), duplicates, recovery_s))
+            self.record(FAULT_ROW, (self.name, lane.mode, len(lane.sent), len(missing), duplicates, recovery_s))
             assert after, f"{self.name} ({lane.mode}): no event published after the fault was answered"
             out[lane.mode] = results
         for lane, results in zip(self.lanes, collected, strict=True):
@@ -209,8 +219,10 @@ class Scenario:
 
 
 @pytest.fixture
-def scenario(kafka: str, models: dict[str, Path], tmp_path: Path, workers: Callable) -> Callable[[str], Scenario]:
-    return lambda name: Scenario(name, kafka, models, tmp_path, workers)
+def scenario(
+    kafka: str, models: dict[str, Path], tmp_path: Path, workers: Callable, record_property: Callable
+) -> Callable[[str], Scenario]:
+    return lambda name: Scenario(name, kafka, models, tmp_path, workers, record_property)
 
 
 def sigkill(w: WorkerProcess) -> None:
@@ -253,7 +265,8 @@ def test_the_broker_leading_the_event_partitions_is_killed(
 
 
 def rolling_restart(s: Scenario, replacement: Callable[[Lane], Lattice] | None = None) -> None:
-    for _ in range(3):
+    """Restart each lane's workers one by one (each waits until its successor holds partitions)."""
+    for _ in range(len(s.lanes[0].alive())):
         for lane in s.lanes:
             old = lane.alive()[0]
             assert old.terminate(timeout=60) == 0, old.text()[-2000:]
@@ -275,7 +288,7 @@ def test_a_model_version_swap_by_rolling_restart(scenario: Callable[[str], Scena
     v2 = tmp_path / "sensor-v2.onnx"
     onnx.save(model, v2)
     next_version = {lane.mode: s.lattice(v2, namespace=lane.lattice.namespace) for lane in s.lanes}
-    s.workers(3)
+    s.workers(2)
     s.load()
     time.sleep(3)
     s.fault()
@@ -322,3 +335,30 @@ def test_committed_offsets_survive_a_coordinator_that_refuses_the_fetch(cluster:
             await admin.close()
 
     asyncio.run(main())
+
+
+def test_a_coordinator_that_is_not_ready_is_asked_again_for_a_while_then_its_refusal_is_raised() -> None:
+    """A fresh cluster answers COORDINATOR_NOT_AVAILABLE until it has made __consumer_offsets:
+    `streamlattice status` on a cluster that just started waits for it instead of failing."""
+    calls = []
+
+    async def ready_on_third_call() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise GroupCoordinatorNotAvailableError("not yet")
+        return "answer"
+
+    assert asyncio.run(ask_coordinator(ready_on_third_call, wait_s=5)) == "answer"
+    assert len(calls) == 3
+
+    async def never_ready() -> str:
+        raise OffsetsUnavailable("still loading")
+
+    started = time.monotonic()
+    with pytest.raises(OffsetsUnavailable):
+        asyncio.run(ask_coordinator(never_ready, wait_s=1.0))
+    assert 1.0 <= time.monotonic() - started < 3.0
+    with pytest.raises(GroupCoordinatorNotAvailableError):  # wait_s=0: asked once
+        calls.clear()
+        asyncio.run(ask_coordinator(ready_on_third_call, wait_s=0))
+    assert len(calls) == 1

@@ -17,8 +17,9 @@ the admin client's `list_consumer_group_offsets`, which has the same blind spot.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka import errors as Errors
@@ -26,12 +27,34 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetFetchRequest
 
 _MOVED = (Errors.NotCoordinatorForGroupError, Errors.GroupCoordinatorNotAvailableError)
+T = TypeVar("T")
 
 
 class OffsetsUnavailable(Errors.KafkaError):
     """The group coordinator answered without the offsets asked for (it is loading or moved)."""
 
     retriable = True
+
+
+# What a group coordinator answers while it cannot answer yet: moved, not there yet (a fresh
+# cluster creates __consumer_offsets on the first FindCoordinator), loading its groups after a
+# restart, or an OffsetFetch refused at the top level.
+COORDINATOR_NOT_READY = (*_MOVED, Errors.CoordinatorLoadInProgressError, OffsetsUnavailable)
+COORDINATOR_WAIT_S = 10.0
+
+
+async def ask_coordinator(call: Callable[[], Awaitable[T]], wait_s: float = COORDINATOR_WAIT_S) -> T:
+    """`call()`, asked again every half second for up to `wait_s` while the group's coordinator is
+    not ready (then its last refusal is raised)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            return await call()
+        except COORDINATOR_NOT_READY:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def apply() -> None:

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 
 from streamlattice.errors import StreamLatticeError
 from streamlattice.kafka.clients import KafkaSettings, make_admin, start_client
+from streamlattice.kafka.fixes import COORDINATOR_WAIT_S, ask_coordinator
 from streamlattice.placement.assignment import Member
 
 
@@ -36,15 +37,18 @@ class GroupView:
     members: tuple[GroupMember, ...]
 
 
-async def describe_group(settings: KafkaSettings, group_id: str, admin: Any = None) -> GroupView:
-    """The group as its coordinator sees it now (through `admin`, a started admin client, if given)."""
+async def describe_group(
+    settings: KafkaSettings, group_id: str, admin: Any = None, wait_s: float = COORDINATOR_WAIT_S
+) -> GroupView:
+    """The group as its coordinator sees it now (through `admin`, a started admin client, if given),
+    waiting up to `wait_s` for a coordinator that is not ready."""
     if admin is not None:
-        (response,) = await admin.describe_consumer_groups([group_id])
+        (response,) = await ask_coordinator(lambda: admin.describe_consumer_groups([group_id]), wait_s)
     else:
         admin = make_admin(settings)
         await start_client(admin, settings)
         try:
-            (response,) = await admin.describe_consumer_groups([group_id])
+            (response,) = await ask_coordinator(lambda: admin.describe_consumer_groups([group_id]), wait_s)
         finally:
             await admin.close()
     group = response.to_object()["groups"][0]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError
 
-from streamlattice.kafka.fixes import OffsetsUnavailable, missing_offsets
+from streamlattice.kafka.fixes import COORDINATOR_WAIT_S, ask_coordinator, missing_offsets
 
 
 @dataclass(frozen=True)
@@ -27,23 +27,26 @@ class PartitionOffsets:
 
 
 async def group_offsets(
-    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group_id: str, partitions: list[TopicPartition]
+    admin: AIOKafkaAdminClient,
+    consumer: AIOKafkaConsumer,
+    group_id: str,
+    partitions: list[TopicPartition],
+    wait_s: float = COORDINATOR_WAIT_S,
 ) -> dict[TopicPartition, PartitionOffsets]:
     """End and committed offsets of `partitions` for `group_id`, through started clients.
 
-    Raises OffsetsUnavailable if the group's coordinator still refuses after a few tries (it
-    loads the group for a few seconds after a broker restart).
+    Raises OffsetsUnavailable (or the coordinator's own error) if the group's coordinator still
+    refuses after `wait_s`: it is created on a fresh cluster's first request, and loads the group
+    for a few seconds after a broker restart.
     """
     ends = await consumer.end_offsets(partitions)
-    for attempt in range(3):
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-        try:
-            missing_offsets(group_id, partitions, committed)
-            break
-        except OffsetsUnavailable:
-            if attempt == 2:
-                raise
-            await asyncio.sleep(0.5)
+
+    async def fetch() -> dict[TopicPartition, Any]:
+        answer = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        missing_offsets(group_id, partitions, answer)
+        return answer
+
+    committed = await ask_coordinator(fetch, wait_s)
     out = {}
     for tp in partitions:
         meta = committed.get(tp)

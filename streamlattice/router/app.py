@@ -153,7 +153,8 @@ def make_app(
             clients["admin"] = make_admin(settings.with_client_id(f"{lattice.namespace}-router-admin"))
             await clients["admin"].start()
         tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
-        offsets = await group_offsets(clients["admin"], clients["offsets"], lattice.group_id(task), tps)
+        # a round does not wait for a coordinator that is not ready: the next round asks again
+        offsets = await group_offsets(clients["admin"], clients["offsets"], lattice.group_id(task), tps, wait_s=1.0)
         view.rates[task].observe({tp.partition: o.end for tp, o in offsets.items()})
         view.lag[task] = {tp.partition: o.lag for tp, o in offsets.items() if o.committed is not None}
 
@@ -173,7 +174,7 @@ def make_app(
                 log.warning("router: offsets of %s unavailable (%s)", task, e)
             try:  # who the group's coordinator still counts (see live_nodes)
                 if "admin" in clients:
-                    group = await describe_group(settings, lattice.group_id(task), clients["admin"])
+                    group = await describe_group(settings, lattice.group_id(task), clients["admin"], wait_s=0)
                     members[task] = (time.monotonic(), frozenset(m.node_id for m in group.members if m.node_id))
             except KafkaError as e:
                 log.warning("router: members of %s unavailable (%s)", task, e)
