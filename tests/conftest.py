@@ -32,18 +32,41 @@ from streamlattice.wire.records import Result
 from streamlattice.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[1]
-# Rows of the fault-injection suite: (scenario, mode, events, lost, duplicates, recovery s)
-FAULT_TABLE: list[tuple[str, str, int, int, int, float]] = []
+# The user property under which the fault suite records a row of its table (scenario, mode,
+# events, lost, duplicates, recovery s): properties travel with the test's report, also from
+# pytest-xdist's workers.
+FAULT_ROW = "fault_row"
+# Tests that run multi-broker clusters with faults timed against them, or that saturate the
+# CPU: `pytest -n 2 --dist loadgroup` (what ./dev test runs) keeps them on one worker, one at a
+# time, while the other worker runs the rest of the suite beside them.
+ONE_AT_A_TIME = frozenset(
+    {"test_chaos.py", "test_faults.py", "test_broker.py", "test_bench.py", "test_backpressure.py"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of ONE_AT_A_TIME's modules in one xdist group."""
+    for item in items:
+        if item.path.name in ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group("one-at-a-time"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """After the run, the fault suite's table (if it ran)."""
-    if not FAULT_TABLE:
+    rows = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == FAULT_ROW
+    ]
+    if not rows:
         return
     tr = terminalreporter
     tr.section("fault injection")
     tr.write_line(f"{'scenario':<34} {'mode':<14} {'events':>7} {'lost':>5} {'dups':>5} {'recovery s':>11}")
-    for name, mode, events, lost, dups, recovery in FAULT_TABLE:
+    for name, mode, events, lost, dups, recovery in rows:
         tr.write_line(f"{name:<34} {mode:<14} {events:>7} {lost:>5} {dups:>5} {recovery:>11.1f}")
 
 
