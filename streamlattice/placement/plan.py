@@ -6,19 +6,23 @@ Each (partition, node) pair has a cost, lower is better:
   + carbon_weight  * node's grid carbon intensity / the dirtiest possible grid
                    * node's energy per event / the lattice's least efficient node's
   + spare_weight   * node's utilisation with the partition on it
-  + OVER_BUDGET    if the node's region is farther than `latency_budget_ms` from home
+  + OVER_BUDGET * (1 + latency / worst latency)   if the node's region is beyond the latency budget
+                                                  (before that, a node within it goes above its tail limit)
 
 so a partition prefers its own region, then green power on efficient nodes, then spare
 capacity, in the proportions lattice.toml's [placement] weights give; a node whose energy per
 event is unknown counts as the least efficient. A region beyond the latency budget serves a
-partition only when every node within it is full. On top of the costs:
+partition only when every node within it is full, the nearest first. On top of the costs:
 
 - every partition is assigned exactly once, to a live node (when there is one);
 - a node is filled to at most `headroom` of its capacity while the lattice can carry the
   load (beyond that, load is spread in proportion to capacity);
 - a partition whose node still lives stays unless moving lowers its cost by more than
   `hysteresis`, and at most `max_moves` such moves happen per plan; partitions of lost or
-  overloaded nodes always move (those moves are not limited);
+  overloaded nodes always move (those moves are not limited), and when staying would leave
+  load above nodes' capacity or beyond the latency budget and placing afresh (heaviest first) would
+  leave less, the plan starts afresh;
+  a partition served beyond the latency budget comes back as soon as a node within it has room;
 - the same inputs give the same plan, whatever order they come in.
 
 The greedy passes are vectorised over nodes with numpy: a plan for 10,000 partitions over
@@ -137,7 +141,9 @@ def make_plan(
     total_load, total_cap = float(load.sum()), float(cap.sum())
     overloaded = total_load > w.headroom * total_cap
     limit = capacity_limits(cap, node_region, load, home, w)
-    static = static + OVER_BUDGET * (lat[:, node_region] > latency_budget(cap, node_region, load, home, w))
+    hard = node_limits(cap, total_load, w.headroom)  # the tail limits yield before a partition leaves the budget
+    far = lat[:, node_region]
+    static = static + OVER_BUDGET * (far > latency_budget(cap, node_region, load, home, w)) * (1 + far / worst)
 
     used = np.zeros(len(live))
     owner = np.full(len(parts), -1)
@@ -160,6 +166,13 @@ def make_plan(
     def best(i: int, exclude: int = -1) -> int:
         c = costs(i, exclude)
         n = int(np.argmin(c))
+        if np.isinf(c[n]) or c[n] >= OVER_BUDGET:  # nothing within the budget and the tail limits: the nearest
+            near = static[home[i]] + w.spare * (used + load[i]) / cap  # node within headroom, above its tail limit
+            near[used + load[i] > hard] = np.inf
+            if exclude >= 0:
+                near[exclude] = np.inf
+            if near.min() < c[n]:
+                return int(np.argmin(near))
         if np.isinf(c[n]):  # nowhere within limits: the least utilised node after taking it
             util = (used + load[i]) / cap
             if exclude >= 0:
@@ -167,20 +180,54 @@ def make_plan(
             n = int(np.argmin(util))
         return n
 
-    # 1. partitions whose node lives stay there for now
-    for i in np.flatnonzero(before >= 0).tolist():
-        place(i, int(before[i]))
-    # 2. the others (new, or their node is gone), heaviest first
-    for i in sorted(np.flatnonzero(before < 0).tolist(), key=lambda i: (-load[i], parts[i].partition)):
-        place(i, best(i))
-    # 3. relieve nodes above their limit, moving their cheapest-to-move partitions first
-    for over in np.flatnonzero(used > limit + 1e-9).tolist():
-        mine = sorted(np.flatnonzero(owner == over).tolist(), key=lambda i: (load[i], parts[i].partition))
-        for i in mine:
-            if used[over] <= limit[over] + 1e-9 or len(live) == 1:
-                break
-            used[over] -= load[i]
-            place(i, best(i, exclude=over))
+    def first_fit(keep: bool) -> None:
+        """Phases 1-3."""
+        used[:] = 0.0
+        owner[:] = -1
+        stay = before if keep else np.full(len(parts), -1)
+        # 1. partitions whose node lives stay there for now
+        for i in np.flatnonzero(stay >= 0).tolist():
+            place(i, int(stay[i]))
+        # 2. the others (new, or their node is gone), heaviest first
+        for i in sorted(np.flatnonzero(stay < 0).tolist(), key=lambda i: (-load[i], parts[i].partition)):
+            place(i, best(i))
+        # 3. relieve nodes above their limit, moving their cheapest-to-move partitions first; a partition that
+        # fits nowhere within limits moves only if that leaves it less crowded (else it overloads another node)
+        for over in np.flatnonzero(used > limit + 1e-9).tolist():
+            mine = sorted(np.flatnonzero(owner == over).tolist(), key=lambda i: (load[i], parts[i].partition))
+            for i in mine:
+                if used[over] <= limit[over] + 1e-9 or len(live) == 1:
+                    break
+                used[over] -= load[i]
+                target = best(i, exclude=over)
+                fits = used[target] + load[i] <= limit[target] + 1e-9
+                if fits or (used[target] + load[i]) / cap[target] < (used[over] + load[i]) / cap[over]:
+                    place(i, target)
+                else:
+                    place(i, over)
+
+    def strain() -> tuple[float, float]:
+        """Load above capacity, then load beyond the latency budget."""
+        return round(float(np.maximum(used - cap, 0.0).sum()), 6), round(
+            float(load[static[home, owner] >= OVER_BUDGET].sum()), 6
+        )
+
+    # staying put comes first, unless placing afresh (heaviest first) leaves less load above capacity or
+    # beyond the latency budget
+    first_fit(keep=True)
+    if strain() > (0.0, 0.0) and (before >= 0).any():
+        kept = (strain(), used.copy(), owner.copy())
+        first_fit(keep=False)
+        if strain() >= kept[0]:
+            used[:], owner[:] = kept[1], kept[2]
+    # partitions served beyond the latency budget come back within it as soon as a node there has room
+    away = np.flatnonzero(static[home, owner] >= OVER_BUDGET)
+    for i in sorted(away.tolist(), key=lambda i: (-load[i], parts[i].partition)):
+        here = int(owner[i])
+        used[here] -= load[i]
+        target = best(i, exclude=here)
+        fits = used[target] + load[i] <= hard[target] + 1e-9
+        place(i, target if fits and static[home[i], target] < static[home[i], here] else here)
     # 4. improvements that pay for themselves, biggest gain first, at most max_moves
     sticky = np.flatnonzero((before >= 0) & (owner == before))
     if len(sticky) and w.max_moves > 0:
@@ -269,10 +316,12 @@ def latency_budget(
     capacity_eps: np.ndarray, node_region: np.ndarray, load_eps: np.ndarray, home: np.ndarray, weights: Weights
 ) -> float:
     """The farthest (ms) a partition is served from home while there is room: `latency_budget_ms`, and with a
-    finite `tail_slack` no farther than the tail the region-local spread allows (`tail_target_ms`)."""
+    finite `tail_slack` no farther than half the tail the region-local spread allows (`tail_target_ms`): an
+    event served away also queues there."""
     if not np.isfinite(weights.tail_slack):
         return weights.latency_budget_ms
-    return min(weights.latency_budget_ms, tail_target_ms(capacity_eps, node_region, load_eps, home, weights.tail_slack))
+    tail = tail_target_ms(capacity_eps, node_region, load_eps, home, weights.tail_slack)
+    return min(weights.latency_budget_ms, tail / 2)
 
 
 def _spread(
@@ -301,10 +350,16 @@ def tail_limits(
     capacity_eps: np.ndarray, node_region: np.ndarray, load_eps: np.ndarray, home: np.ndarray, slack: float
 ) -> np.ndarray:
     """The most load each node takes so that its queue's p99 stays within `tail_target_ms`; never below its
-    share of the region-local spread."""
+    share of the region-local spread plus its share (by capacity) of its region's largest partition, so
+    that whole partitions still fit at home."""
     share, _ = _spread(capacity_eps, node_region, load_eps, home)
     target_s = tail_target_ms(capacity_eps, node_region, load_eps, home, slack) / 1000.0
-    return np.maximum(capacity_eps - LN100 / target_s, share * 1.02)
+    n_regions = int(max(node_region.max(initial=0), home.max(initial=0))) + 1
+    largest = np.zeros(n_regions)
+    np.maximum.at(largest, home, load_eps)
+    region_cap = np.bincount(node_region, weights=capacity_eps, minlength=n_regions)
+    floor = share * 1.02 + largest[node_region] * capacity_eps / region_cap[node_region]
+    return np.maximum(capacity_eps - LN100 / target_s, floor)
 
 
 def _mixture_p99(weights: np.ndarray, means: np.ndarray) -> float:

@@ -3,10 +3,11 @@
 A linear program (a min-cost flow: partitions' events to nodes) solved with scipy's HiGHS:
 
     minimise   Σ x[p,n] · load[p] · joules_per_event[n] · intensity[n]        (busy carbon)
-             + BIG · Σ x[p,n] · load[p] over pairs beyond the latency budget
-    subject to Σ_n x[p,n] = 1                  every partition served in full
-               Σ_p x[p,n] · load[p] ≤ limit[n] the placement code's capacity headroom
-               0 ≤ x[p,n] ≤ 1
+             + BIG · Σ x[p,n] · load[p] · (1 + latency[p,n] / worst) over pairs beyond the latency budget
+             + MID · Σ s[n]                                  load above the nodes' tail limits
+    subject to Σ_n x[p,n] = 1                         every partition served in full
+               Σ_p x[p,n] · load[p] ≤ limit[n] + s[n]  the placement code's headroom and tail limits
+               0 ≤ x[p,n] ≤ 1,  0 ≤ s[n] ≤ headroom[n] - limit[n]
 
 It is the fractional relaxation (a partition may be split over nodes), so its carbon is a true
 lower bound on any whole-partition placement under the same constraints: capacity headroom
@@ -24,7 +25,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
-from streamlattice.placement.plan import PartitionState, Weights, capacity_limits, latency_budget
+from streamlattice.placement.plan import PartitionState, Weights, capacity_limits, latency_budget, node_limits
 from streamlattice.sim.policies import Shares
 from streamlattice.sim.scenario import SimNode
 
@@ -38,7 +39,8 @@ class StepCosts:
     partitions: Sequence[PartitionState]
     nodes: Sequence[SimNode]
     g_per_event: np.ndarray  # per node
-    limit: np.ndarray  # per node, events/s
+    limit: np.ndarray  # per node, events/s: headroom and the tail limits
+    hard: np.ndarray  # per node, events/s: headroom only (the tail limits yield before the latency budget does)
     latency: np.ndarray  # [partition, node] ms
     budget_ms: float
 
@@ -59,8 +61,9 @@ class StepCosts:
         node_region = np.array([regions[n.region] for n in nodes])
         home = np.array([regions[p.home_region] for p in partitions])
         limit = capacity_limits(cap, node_region, load, home, weights)
+        hard = np.maximum(node_limits(cap, float(load.sum()), weights.headroom), limit)
         lat = np.array([[latency_ms.get((p.home_region, n.region), 0.0) for n in nodes] for p in partitions])
-        return cls(partitions, nodes, g, limit, lat, latency_budget(cap, node_region, load, home, weights))
+        return cls(partitions, nodes, g, limit, hard, lat, latency_budget(cap, node_region, load, home, weights))
 
     def carbon_g_per_s(self, shares: Shares) -> float:
         """Busy gCO2 per second of a placement."""
@@ -69,24 +72,38 @@ class StepCosts:
             p.load_eps * f * self.g_per_event[col[n]] for p in self.partitions for n, f in shares[p.partition].items()
         )
 
+    @property
+    def over_budget_weight(self) -> np.ndarray:
+        """[partition, node]: 0 within the latency budget, else 1 + latency / the worst latency."""
+        worst = max(float(self.latency.max()), 1e-9)
+        return (self.latency > self.budget_ms) * (1 + self.latency / worst)
+
     def over_budget_eps(self, shares: Shares) -> float:
-        """Events/s a placement serves beyond the latency budget."""
+        """Events/s a placement serves beyond the latency budget, each weighted by 1 + latency / the worst."""
         col = {n.node_id: k for k, n in enumerate(self.nodes)}
+        weight = self.over_budget_weight
         return sum(
-            p.load_eps * f
+            p.load_eps * f * weight[i, col[n]]
             for i, p in enumerate(self.partitions)
             for n, f in shares[p.partition].items()
-            if self.latency[i, col[n]] > self.budget_ms
         )
 
-    def within_limits(self, shares: Shares) -> bool:
-        """Whether no node gets more than its limit."""
+    def used(self, shares: Shares) -> np.ndarray:
+        """Events/s per node of a placement."""
         used = np.zeros(len(self.nodes))
         col = {n.node_id: k for k, n in enumerate(self.nodes)}
         for p in self.partitions:
             for n, f in shares[p.partition].items():
                 used[col[n]] += p.load_eps * f
-        return bool(np.all(used <= self.limit * (1 + 1e-6) + 1e-6))
+        return used
+
+    def tail_excess_eps(self, shares: Shares) -> float:
+        """Events/s a placement puts on nodes above their tail limits."""
+        return float(np.maximum(self.used(shares) - self.limit, 0.0).sum())
+
+    def within_limits(self, shares: Shares) -> bool:
+        """Whether no node gets more than its headroom."""
+        return bool(np.all(self.used(shares) <= self.hard * (1 + 1e-6) + 1e-6))
 
 
 def oracle_shares(costs: StepCosts) -> Shares:
@@ -103,22 +120,28 @@ def oracle_shares(costs: StepCosts) -> Shares:
 
 
 def _solve(costs: StepCosts, allowed: np.ndarray, penalise: bool) -> np.ndarray | None:
-    """x[partition, node] over the allowed pairs, or None if infeasible."""
+    """x[partition, node] over the allowed pairs, or None if infeasible. A node may go above its tail limit
+    up to its headroom at a price below the latency budget's and above any carbon."""
     n_p, n_n = allowed.shape
     load = np.array([max(p.load_eps, 1e-9) for p in costs.partitions])
     pi, ni = np.nonzero(allowed)
+    top = max(float(costs.g_per_event.max()), 1e-12)
     c = load[pi] * costs.g_per_event[ni]
     if penalise:
-        big = 1e3 * max(float(costs.g_per_event.max()), 1e-12)
-        c = c + load[pi] * big * (costs.latency[pi, ni] > costs.budget_ms)
+        c = c + 1e3 * top * load[pi] * costs.over_budget_weight[pi, ni]
+    c = np.concatenate([c, np.full(n_n, 10 * top)])  # then one slack per node: its load above the tail limit
     k = np.arange(len(pi))
-    a_eq = csr_matrix((np.ones(len(pi)), (pi, k)), shape=(n_p, len(pi)))
-    a_ub = csr_matrix((load[pi], (ni, k)), shape=(n_n, len(pi)))
-    res = linprog(c, A_ub=a_ub, b_ub=costs.limit, A_eq=a_eq, b_eq=np.ones(n_p), bounds=(0, 1), method="highs")
+    a_eq = csr_matrix((np.ones(len(pi)), (pi, k)), shape=(n_p, len(pi) + n_n))
+    a_ub = csr_matrix(
+        (np.concatenate([load[pi], -np.ones(n_n)]), (np.concatenate([ni, np.arange(n_n)]), np.arange(len(pi) + n_n))),
+        shape=(n_n, len(pi) + n_n),
+    )
+    bounds = [(0.0, 1.0)] * len(pi) + [(0.0, float(h - t)) for h, t in zip(costs.hard, costs.limit, strict=True)]
+    res = linprog(c, A_ub=a_ub, b_ub=costs.limit, A_eq=a_eq, b_eq=np.ones(n_p), bounds=bounds, method="highs")
     if res.status != 0:
         return None
     x = np.zeros((n_p, n_n))
-    x[pi, ni] = res.x
+    x[pi, ni] = res.x[: len(pi)]
     return x
 
 

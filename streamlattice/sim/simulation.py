@@ -91,8 +91,9 @@ class Step:
     """One step of one policy: where events went and what they cost."""
 
     busy_g_per_s: float
-    over_budget_eps: float
-    within_limits: bool
+    over_budget_eps: float  # weighted by 1 + latency / the worst
+    tail_excess_eps: float
+    within_limits: bool  # within every node's headroom
 
 
 def simulate(
@@ -143,7 +144,10 @@ def simulate(
             moved = _moved(before, shares)
             _account(results[policy], s, energy, shares, load, avg, marginal, renewable, by_id, home, moved, policy)
             record[policy] = Step(
-                costs.carbon_g_per_s(shares), costs.over_budget_eps(shares), costs.within_limits(shares)
+                costs.carbon_g_per_s(shares),
+                costs.over_budget_eps(shares),
+                costs.tail_excess_eps(shares),
+                costs.within_limits(shares),
             )
         if steps is not None:
             steps.append(record)
