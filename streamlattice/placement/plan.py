@@ -7,7 +7,8 @@ Each (partition, node) pair has a cost, lower is better:
                    * node's energy per event / the lattice's least efficient node's
   + spare_weight   * node's utilisation with the partition on it
   + OVER_BUDGET * (1 + latency / worst latency)   if the node's region is beyond the latency budget
-                                                  (before that, a node within it goes above its tail limit)
+                                                  (before that, a node within it goes above its limits,
+                                                  up to `hard_limits`)
 
 so a partition prefers its own region, then green power on efficient nodes, then spare
 capacity, in the proportions lattice.toml's [placement] weights give; a node whose energy per
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DIRTIEST_G_PER_KWH = 700.0
+HARD_UTILISATION = 0.9
 OVER_BUDGET = 10.0  # more than any sum of the other terms: beyond the latency budget only for want of room
 
 
@@ -141,7 +143,7 @@ def make_plan(
     total_load, total_cap = float(load.sum()), float(cap.sum())
     overloaded = total_load > w.headroom * total_cap
     limit = capacity_limits(cap, node_region, load, home, w)
-    hard = node_limits(cap, total_load, w.headroom)  # the tail limits yield before a partition leaves the budget
+    hard = hard_limits(cap, total_load, w.headroom)
     far = lat[:, node_region]
     static = static + OVER_BUDGET * (far > latency_budget(cap, node_region, load, home, w)) * (1 + far / worst)
 
@@ -166,8 +168,8 @@ def make_plan(
     def best(i: int, exclude: int = -1) -> int:
         c = costs(i, exclude)
         n = int(np.argmin(c))
-        if np.isinf(c[n]) or c[n] >= OVER_BUDGET:  # nothing within the budget and the tail limits: the nearest
-            near = static[home[i]] + w.spare * (used + load[i]) / cap  # node within headroom, above its tail limit
+        if np.isinf(c[n]) or c[n] >= OVER_BUDGET:  # nothing within the budget and the limits: the nearest
+            near = static[home[i]] + w.spare * (used + load[i]) / cap  # node within its hard limit
             near[used + load[i] > hard] = np.inf
             if exclude >= 0:
                 near[exclude] = np.inf
@@ -373,6 +375,12 @@ def _mixture_p99(weights: np.ndarray, means: np.ndarray) -> float:
         else:
             hi = mid
     return hi
+
+
+def hard_limits(capacity_eps: np.ndarray, total_load_eps: float, headroom: float) -> np.ndarray:
+    """The most load a node takes before a partition is served beyond the latency budget: `node_limits`, or
+    `HARD_UTILISATION` of its capacity if more (a busier node at home beats an ocean away)."""
+    return np.maximum(node_limits(capacity_eps, total_load_eps, headroom), HARD_UTILISATION * capacity_eps)
 
 
 def _worst(latency_ms: Mapping[tuple[str, str], float]) -> float:

@@ -4,10 +4,10 @@ A linear program (a min-cost flow: partitions' events to nodes) solved with scip
 
     minimise   Σ x[p,n] · load[p] · joules_per_event[n] · intensity[n]        (busy carbon)
              + BIG · Σ x[p,n] · load[p] · (1 + latency[p,n] / worst) over pairs beyond the latency budget
-             + MID · Σ s[n]                                  load above the nodes' tail limits
+             + MID · Σ s[n]                                  load above the nodes' limits
     subject to Σ_n x[p,n] = 1                         every partition served in full
                Σ_p x[p,n] · load[p] ≤ limit[n] + s[n]  the placement code's headroom and tail limits
-               0 ≤ x[p,n] ≤ 1,  0 ≤ s[n] ≤ headroom[n] - limit[n]
+               0 ≤ x[p,n] ≤ 1,  0 ≤ s[n] ≤ hard[n] - limit[n]  (`hard_limits`)
 
 It is the fractional relaxation (a partition may be split over nodes), so its carbon is a true
 lower bound on any whole-partition placement under the same constraints: capacity headroom
@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
-from streamlattice.placement.plan import PartitionState, Weights, capacity_limits, latency_budget, node_limits
+from streamlattice.placement.plan import PartitionState, Weights, capacity_limits, hard_limits, latency_budget
 from streamlattice.sim.policies import Shares
 from streamlattice.sim.scenario import SimNode
 
@@ -40,7 +40,7 @@ class StepCosts:
     nodes: Sequence[SimNode]
     g_per_event: np.ndarray  # per node
     limit: np.ndarray  # per node, events/s: headroom and the tail limits
-    hard: np.ndarray  # per node, events/s: headroom only (the tail limits yield before the latency budget does)
+    hard: np.ndarray  # per node, events/s: the placement code's hard limits (before the latency budget yields)
     latency: np.ndarray  # [partition, node] ms
     budget_ms: float
 
@@ -61,7 +61,7 @@ class StepCosts:
         node_region = np.array([regions[n.region] for n in nodes])
         home = np.array([regions[p.home_region] for p in partitions])
         limit = capacity_limits(cap, node_region, load, home, weights)
-        hard = np.maximum(node_limits(cap, float(load.sum()), weights.headroom), limit)
+        hard = np.maximum(hard_limits(cap, float(load.sum()), weights.headroom), limit)
         lat = np.array([[latency_ms.get((p.home_region, n.region), 0.0) for n in nodes] for p in partitions])
         return cls(partitions, nodes, g, limit, hard, lat, latency_budget(cap, node_region, load, home, weights))
 
@@ -98,11 +98,11 @@ class StepCosts:
         return used
 
     def tail_excess_eps(self, shares: Shares) -> float:
-        """Events/s a placement puts on nodes above their tail limits."""
+        """Events/s a placement puts on nodes above their limits (headroom and tail)."""
         return float(np.maximum(self.used(shares) - self.limit, 0.0).sum())
 
     def within_limits(self, shares: Shares) -> bool:
-        """Whether no node gets more than its headroom."""
+        """Whether no node gets more than its hard limit."""
         return bool(np.all(self.used(shares) <= self.hard * (1 + 1e-6) + 1e-6))
 
 

@@ -93,7 +93,7 @@ class Step:
     busy_g_per_s: float
     over_budget_eps: float  # weighted by 1 + latency / the worst
     tail_excess_eps: float
-    within_limits: bool  # within every node's headroom
+    within_limits: bool  # within every node's hard limit
 
 
 def simulate(
