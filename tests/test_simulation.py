@@ -117,12 +117,15 @@ def test_the_summary_has_the_five_policies_their_keys_the_oracle_fraction_and_th
 
 
 def test_over_several_seeds_the_lattice_saves_carbon_over_region_local_without_more_overload() -> None:
+    p99_ratios = []
     for seed in (3, 8, 21):
         s = run(LATTICE, seed, 0.6, 4, hours=12)
         lat, rl = s["policies"]["lattice"], s["policies"]["region_local"]
         assert lat["carbon_g_per_1k"] < rl["carbon_g_per_1k"], seed
         assert lat["overload_s"] <= rl["overload_s"], seed
-        assert s["oracle_fraction"] is not None and s["oracle_fraction"] >= 0.5, (seed, s["oracle_fraction"])
+        assert s["oracle_fraction"] is not None and s["oracle_fraction"] >= 0.7, (seed, s["oracle_fraction"])
+        p99_ratios.append(lat["p99_ms"] / rl["p99_ms"])
+    assert sum(p99_ratios) / len(p99_ratios) <= P99_SLACK, p99_ratios
 
 
 def test_the_cli_prints_json() -> None:

@@ -67,10 +67,11 @@ def summarise(results: dict[str, PolicyResult], sc: Scenario, w: Weights, energy
         },
         "oracle_method": METHOD,
         "latency_objective": (
-            f"no event served from a region more than {w.latency_budget_ms:g} ms from its home while a node "
-            "within that has room, and no node's queue p99 (M/M/1) above "
-            f"{w.tail_slack:g}x the p99 of the step's load spread region-locally (the lattice and the oracle); "
-            f"capacity headroom {w.headroom:g} of each node for every policy but range"
+            "the lattice and the oracle: no node's queue p99 (M/M/1) above "
+            f"{w.tail_slack:g}x the p99 of the step's load spread region-locally, and no event served from a "
+            f"region farther from its home than {w.latency_budget_ms:g} ms or half that tail, whichever is less, "
+            "while a node within it has room (up to 90% of its capacity); "
+            f"capacity headroom {w.headroom:g} for every policy but range"
         ),
         "accounting": energy.statement(),
         "scenario": {

@@ -151,7 +151,7 @@ def draw_sweep(report: dict[str, Any], path: Path) -> None:
             top_c = [1000 * c["carbon_g_per_1k"][p]["mean"] for c in mine]
             bottom.plot(loads, top_c, line, color=colour, marker="o", label=p)
         bottom.set_ylabel("mgCO2e per 1,000 inferences (SCI, mean)")
-        bottom.set_xlabel("mean load (share of capacity)")
+        bottom.set_xlabel("load: the busiest moment's share of capacity")
         bottom.grid(alpha=0.3)
     axes[0][0].legend(frameon=False, fontsize=8)
     axes[1][0].legend(frameon=False, fontsize=8)
