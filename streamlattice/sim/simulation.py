@@ -48,7 +48,6 @@ class PolicyResult:
     rebalances: int = 0
     remote_events: float = 0.0
     carbon_rate: list[float] = field(default_factory=list)  # gCO2 per 1k inferences, per step (SCI, average)
-    busy_rate: list[float] = field(default_factory=list)  # busy gCO2 per second, per step
     region_share: list[dict[str, float]] = field(default_factory=list)  # share of events served per region
     latency: list[tuple[float, float, float, float]] = field(default_factory=list)
     # (events, network ms, mean queueing ms, rebalance pause ms they may wait)
@@ -204,7 +203,7 @@ def _account(
                 r.remote_events += events
             step_events += events
             served[node.region] = served.get(node.region, 0.0) + events
-    step_op = step_busy = 0.0
+    step_op = 0.0
     for node in s.nodes:
         util = node_load[node.node_id] / node.capacity_eps
         idle = node.idle_w * s.step_s
@@ -218,7 +217,6 @@ def _account(
         r.busy_carbon_g += grams(busy, avg[i])
         r.embodied_g += energy.embodied_g(node.embodied_kg, s.step_s)
         step_op += grams(idle + busy, avg[i]) + energy.embodied_g(node.embodied_kg, s.step_s)
-        step_busy += grams(busy, avg[i])
     if policy != "oracle":
         for _, n in moved:
             node = by_id[n]
@@ -229,12 +227,10 @@ def _account(
             r.carbon_marginal_g += grams(warm, marginal[n])
             r.busy_carbon_g += grams(warm, avg[n])
             step_op += grams(warm, avg[n])
-            step_busy += grams(warm, avg[n])
     r.moves += len(moved)
     r.rebalances += rebalance
     r.events += step_events
     if any(node_load[n.node_id] > n.capacity_eps for n in s.nodes):
         r.overload_s += s.step_s
     r.carbon_rate.append(1000.0 * step_op / max(step_events, 1e-9))
-    r.busy_rate.append(step_busy / s.step_s)
     r.region_share.append({k: v / max(step_events, 1e-9) for k, v in served.items()})
