@@ -107,6 +107,7 @@ class LatticeSettings:
     headroom: float = Weights.headroom
     hysteresis: float = Weights.hysteresis
     max_moves: int = Weights.max_moves
+    latency_budget_ms: float = Weights.latency_budget_ms
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def weights(lattice: Lattice) -> Weights:
         headroom=s.headroom,
         hysteresis=s.hysteresis,
         max_moves=s.max_moves,
+        latency_budget_ms=s.latency_budget_ms,
     )
 
 
