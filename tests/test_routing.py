@@ -104,6 +104,33 @@ def test_a_change_that_only_improves_placement_waits_but_a_lost_node_is_followed
     assert lost is not None and lost.epoch == 3 and "us-east-1" not in lost.assignment.values()
 
 
+def test_a_node_that_comes_back_waits_for_the_hold_unless_a_node_is_over_capacity() -> None:
+    hold = LATTICE.settings.plan_hold_s
+    nodes = [NodeState(f"{r.name}-1", r.name, 1000, 0.5, 300) for r in LATTICE.regions]
+    loads = {p: 20.0 for p in range(LATTICE.total_partitions)}
+    routing = TaskRouting("sensor")
+    assert routing.decide(LATTICE, nodes, loads, refresh_s=5, now=0.0) is not None
+    # ap-south's node crashes: its block moves at once
+    survivors = [n for n in nodes if n.region != "ap-south"]
+    crashed = routing.decide(LATTICE, survivors, loads, refresh_s=5, now=1.0)
+    assert crashed is not None and crashed.epoch == 2 and "ap-south-1" not in crashed.assignment.values()
+    # it comes back 5 s later while the others drain the backlog: its block goes home after the hold
+    back = routing.decide(LATTICE, nodes, loads, refresh_s=5, now=6.0)
+    assert back is not None and back.epoch == 2 and back.assignment == crashed.assignment
+    home = routing.decide(LATTICE, nodes, loads, refresh_s=5, now=1.0 + hold + 0.5)
+    assert home is not None and home.epoch == 3
+    assert {home.assignment[p] for p in LATTICE.region("ap-south").block} == {"ap-south-1"}
+
+    # a scale-out while a node is over its capacity: the new node is used at once
+    routing = TaskRouting("sensor")
+    small = [NodeState("eu-west-1", "eu-west", 100, 0.5, 300)]
+    busy = {p: 50.0 for p in range(LATTICE.total_partitions)}  # 600 events/s on a 100 events/s node
+    assert routing.decide(LATTICE, small, busy, refresh_s=5, now=0.0) is not None
+    bigger = [*small, NodeState("eu-west-2", "eu-west", 1000, 0.5, 300)]
+    out = routing.decide(LATTICE, bigger, busy, refresh_s=5, now=1.0)
+    assert out is not None and out.epoch == 2 and "eu-west-2" in out.assignment.values()
+
+
 def test_a_restarted_router_continues_the_epochs(tmp_path: Path) -> None:
     old = TaskRouting("sensor")
     nodes = [NodeState(f"{r.name}-1", r.name, 1000, 0.5, 300) for r in LATTICE.regions]

@@ -200,7 +200,12 @@ def make_app(
                 metrics.epoch.labels(task).set(plan.epoch)
                 if plan.moves or plan.epoch == 1:
                     log.info(
-                        "router: %s plan epoch %d, %d moves, %d live nodes", task, plan.epoch, plan.moves, len(live)
+                        "router: %s plan epoch %d, %d moves, %d live nodes (%s)",
+                        task,
+                        plan.epoch,
+                        plan.moves,
+                        len(live),
+                        routing.why,
                     )
 
     @app.page("/")

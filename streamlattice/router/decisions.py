@@ -56,6 +56,21 @@ def live_nodes(
     ]
 
 
+def overloaded(
+    assignment: Mapping[int, str], nodes: Iterable[NodeState], loads: Mapping[int, float], headroom: float
+) -> list[str]:
+    """The live nodes that carry more than `headroom` of their measured capacity under `assignment`
+    (a node that has not measured itself yet is not judged)."""
+    carried: dict[str, float] = {}
+    for partition, node in assignment.items():
+        carried[node] = carried.get(node, 0.0) + loads.get(partition, 0.0)
+    return [
+        f"{n.node_id} ({carried[n.node_id]:.0f}/{n.capacity_eps:.0f} events/s)"
+        for n in sorted(nodes, key=lambda n: n.node_id)
+        if n.capacity_eps > 0 and carried.get(n.node_id, 0.0) > headroom * n.capacity_eps
+    ]
+
+
 DRAIN_S = 60.0  # a backlog should be gone within this long
 
 
@@ -122,6 +137,7 @@ class TaskRouting:
     changed_at: float = -math.inf  # monotonic: when the assignment last changed
     nodes: frozenset[str] = frozenset()  # the live nodes the current assignment was made for
     held: int = 0  # changes held back so far (see decide)
+    why: str = ""  # why the last change was published when it was
 
     def recover(self, plan: PublishedPlan) -> None:
         """Take up where a published plan left off (after a restart)."""
@@ -141,10 +157,14 @@ class TaskRouting:
         """The plan to publish now, if any: a changed plan with the next epoch, or the same one
         again once `refresh_s` has passed (its age tells workers the router lives).
 
-        Every change is a rebalance of the group, which pauses it, and the measurements a plan
-        is made from (capacity, arrival rates) swing while the cluster is in trouble. So a
-        change that only improves placement waits until `plan_hold_s` has passed since the
-        last change; a change because a node came or went is published at once.
+        Every change is a rebalance of the group, which pauses it (in exactly-once mode each
+        moved partition also fences its transactional producer), and the measurements a plan is
+        made from (capacity, arrival rates) swing while the cluster is in trouble. So a change
+        that only improves placement waits until `plan_hold_s` has passed since the last change.
+        Published at once: a change because a node went (its partitions have no one), and one
+        because a node came while another carries more than its capacity allows (a scale-out).
+        Otherwise a node that came back after a crash would take its partitions from the nodes
+        still draining the crash's backlog: one more rebalance in the middle of it.
         """
         now = time.monotonic() if now is None else now
         if not nodes:
@@ -155,8 +175,10 @@ class TaskRouting:
         live = frozenset(n.node_id for n in nodes)
         due = self.last is None or now - self.published_at >= refresh_s
         if plan.assignment != self.assignment:
-            membership = live != self.nodes
-            if self.last is not None and not membership and now - self.changed_at < lattice.settings.plan_hold_s:
+            gone, came = sorted(self.nodes - live), sorted(live - self.nodes)
+            over = overloaded(self.assignment, nodes, loads, lattice.settings.headroom) if came else []
+            urgent = bool(gone or over)
+            if self.last is not None and not urgent and now - self.changed_at < lattice.settings.plan_hold_s:
                 self.held += 1
                 if not due:
                     return None
@@ -165,6 +187,12 @@ class TaskRouting:
                 return self.last
             self.epoch += 1
             self.changed_at = now
+            if gone:
+                self.why = f"{', '.join(gone)} gone"
+            elif over:
+                self.why = f"{', '.join(came)} came while {', '.join(over)} ran over capacity"
+            else:
+                self.why = "placement improved" if self.last is not None else "first plan"
         elif not due:
             return None
         self.assignment = plan.assignment

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -113,8 +114,17 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.membership.generation += 1
+        started = time.monotonic()
         await self.drain()
+        drained_s = time.monotonic() - started
+        log.info("node %s: rebalance: in-flight batches drained in %.2fs", self.membership.node_id, drained_s)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        started = time.monotonic()
         await self.checkpoint.assigned(list(assigned))
-        log.info("node %s assigned partitions %s", self.membership.node_id, sorted(tp.partition for tp in assigned))
+        log.info(
+            "node %s assigned partitions %s (ready in %.2fs)",
+            self.membership.node_id,
+            sorted(tp.partition for tp in assigned),
+            time.monotonic() - started,
+        )
