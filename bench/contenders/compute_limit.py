@@ -25,11 +25,11 @@ def sweep(runtime: TaskRuntime, payloads: np.ndarray, size: int, seconds: float)
     runtime.run(batches[0])
     times: list[float] = []
     cpu0, started = time.process_time(), time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for b in batches:
-            t = time.perf_counter()
-            runtime.run(b)
-            times.append(time.perf_counter() - t)
+    while not times or time.perf_counter() - started < seconds:
+        b = batches[len(times) % len(batches)]
+        t = time.perf_counter()
+        runtime.run(b)
+        times.append(time.perf_counter() - t)
     events = len(times) * size
     lat = np.array(times) * 1000
     return {

@@ -773,6 +773,8 @@ def run(
     """Run the benchmark; returns the results object."""
     _require_extra(contenders)
     contenders_dir()
+    clock0, say = time.monotonic(), progress
+    progress = lambda line: say(f"[{time.monotonic() - clock0:4.0f} s] {line}")  # noqa: E731
     base = load_lattice(config or DEFAULT_CONFIG)
     split = default_cores() if pinning else None
     started = time.monotonic()
