@@ -594,7 +594,7 @@ class TaskBench:
 
     def _scheduled(self, lattice: Lattice, rate: float, seconds: float) -> tuple[list[Encoded], list[float]]:
         n = max(int(rate * seconds), 10)
-        start = time.time() + 0.2 + n * 25e-6  # after encoding them
+        start = time.time() + 0.2 + n * 50e-6  # after encoding them (about 25 us each, more on a busy machine)
         due = [start + i / rate for i in range(n)]
         payloads = self.pool[np.arange(n) % len(self.pool)]
         events = encode_events(lattice, self.name, payloads, [int(d * 1e6) for d in due])
