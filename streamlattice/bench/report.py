@@ -104,6 +104,13 @@ def markdown(results: dict[str, Any], pictures: dict[str, str] | None = None) ->
         "numbers: the machine is shared.",
         "",
     ]
+    if results.get("quick"):
+        lines += [
+            "Everything on this page is from a `--quick` run: one repeat (so no spread across repeats), "
+            f"a {plan['window_s']:g} s throughput window, fewer offered loads than the full run; "
+            "a first look, not a verdict.",
+            "",
+        ]
     for task, block in results["tasks"].items():
         contenders = block["contenders"]
         loads = sorted({p["offered_eps"] for c in contenders.values() for p in c["curve"] if not p.get("own_half")})
