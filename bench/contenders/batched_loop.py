@@ -1,6 +1,6 @@
 """The aiokafka loop written for throughput: `getmany` up to the task's batch size, one inference
-per fetch, every result sent without waiting for the one before, one commit per fetch once its
-results are acknowledged (at-least-once).
+per fetch, the results produced in batches (`create_batch`/`send_batch`, one per partition), one
+commit per fetch once its results are acknowledged (at-least-once).
 
     python bench/contenders/batched_loop.py --config LATTICE --task TASK --bootstrap HOST:PORT
 """
@@ -10,7 +10,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamlattice.bench.answers import Answers, Setup, setup, stop_on_sigterm
+from streamlattice.bench.answers import Answers, Setup, send_batched, setup, stop_on_sigterm
 
 
 async def main(s: Setup) -> None:
@@ -32,9 +32,10 @@ async def main(s: Setup) -> None:
             msgs = [m for batch in fetched.values() for m in batch]
             if not msgs:
                 continue
-            results = answers.many([m.value for m in msgs])
-            sent = [await producer.send(s.sink, r, key=m.key) for m, r in zip(msgs, results, strict=True)]
-            await asyncio.gather(*sent)  # every result acknowledged before the fetch's offsets are committed
+            results = iter(answers.many([m.value for m in msgs]))
+            # each result into the same partition of the results topic (same layout), one record batch each
+            by_partition = {tp.partition: [(m.key, next(results)) for m in batch] for tp, batch in fetched.items()}
+            await asyncio.gather(*await send_batched(producer, s.sink, by_partition))  # acknowledged, then commit
             await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch})
     finally:
         await consumer.stop()

@@ -2,8 +2,8 @@
 
 For each event it writes as many bytes as the event's result would have (the event's first
 bytes: its id and time come first), as fast as aiokafka goes: fetches of up to 1,000 records,
-sends not waited for one by one, and a commit once a fetch's sends are acknowledged, off the
-read path (at-least-once).
+produced in record batches (`create_batch`/`send_batch`, one per partition) not waited for one
+by one, and a commit once a fetch's batches are acknowledged, off the read path (at-least-once).
 
     python bench/contenders/transport_aiokafka.py --config LATTICE --task TASK --bootstrap HOST:PORT
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamlattice.bench.answers import Setup, result_size, setup, stop_on_sigterm
+from streamlattice.bench.answers import Setup, result_size, send_batched, setup, stop_on_sigterm
 
 
 async def main(s: Setup) -> None:
@@ -50,7 +50,8 @@ async def main(s: Setup) -> None:
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100)
-            sent = [await producer.send(s.sink, m.value[:size], key=m.key) for msgs in fetched.values() for m in msgs]
+            by_partition = {tp.partition: [(m.key, m.value[:size]) for m in msgs] for tp, msgs in fetched.items()}
+            sent = await send_batched(producer, s.sink, by_partition)
             if sent:
                 await acks.put((sent, {tp: msgs[-1].offset + 1 for tp, msgs in fetched.items() if msgs}))
     finally:

@@ -2,7 +2,7 @@
 no inference.
 
 For each event it writes as many bytes as the event's result would have (the event's first
-bytes), as fast as librdkafka goes: `consume` up to 1,000 records, `produce` each, and each
+bytes), as fast as librdkafka goes: up to 1,000 records at a time, `produce` each, and each
 fetch's offsets committed (asynchronously) once every one of its records is delivered
 (at-least-once).
 
@@ -46,7 +46,10 @@ if __name__ == "__main__":
     fetches: deque[Fetch] = deque()
     try:
         while not stopping:
-            msgs = [m for m in consumer.consume(num_messages=1000, timeout=0.1) if m.error() is None]
+            # the first record as soon as there is one, then what has already come, without waiting for more
+            first = consumer.poll(0.1)
+            fetched = [] if first is None else [first, *consumer.consume(num_messages=999, timeout=0)]
+            msgs = [m for m in fetched if m.error() is None]
             if msgs:
                 last = {(m.topic(), m.partition()): m.offset() for m in msgs}
                 fetch = Fetch([TopicPartition(t, p, o + 1) for (t, p), o in last.items()], len(msgs))

@@ -15,6 +15,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,27 @@ class Answers:
     def one(self, value: bytes) -> bytes:
         """The result of one event: a batch of one."""
         return self.many([value])[0]
+
+
+async def send_batched(
+    producer: Any, topic: str, by_partition: dict[int, list[tuple[bytes | None, bytes]]]
+) -> list[Any]:
+    """aiokafka's batched produce: (key, value) records into one `create_batch` per partition of
+    `topic` (more when one fills), each handed over with `send_batch`; their delivery futures.
+
+    `send` per record costs a coroutine, a future and a lookup each; this is how aiokafka's
+    documentation says to produce many records at once.
+    """
+    sent = []
+    for partition, records in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        sent.append(await producer.send_batch(batch, topic, partition=partition))
+    return sent
 
 
 def result_size(lattice: Lattice, task: str) -> int:
