@@ -18,6 +18,9 @@ LABELS = {
 }
 
 
+CLIENTS = {"transport_aiokafka": "aiokafka", "transport_confluent": "confluent-kafka"}
+
+
 def _num(v: Any, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
@@ -124,13 +127,10 @@ def markdown(results: dict[str, Any], pictures: dict[str, str] | None = None) ->
         for name, c in contenders.items():
             label = LABELS.get(name, name)
             if name == "transport_limit" and c.get("via"):
-                label += (
-                    f" ({c['via'].removeprefix('transport_')}: "
-                    + ", ".join(f"{k.removeprefix('transport_')} {v:,.0f}/s" for k, v in c["variants"].items())
-                    + ")"
-                )
+                clients = ", ".join(f"{CLIENTS.get(k, k)} {v:,.0f}/s" for k, v in c["variants"].items())
+                label += f" (the faster of {clients})"
             if name == "compute_limit" and c.get("batch"):
-                label += f" (batch {c['batch']}, {c['threads']} thread(s))"
+                label += f" (best: batch {c['batch']}, {c['threads']} thread(s))"
             cells = " | ".join(_p99(_at(c, v), repeats) for v in loads)
             lines.append(
                 f"| {label} | {c['throughput_eps']:,.0f} | {_num(c.get('of_limit'), '.1%')} | "
