@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -46,3 +47,24 @@ def test_sigterm_mid_stream_then_restart_loses_no_event(
     duplicates = sum(len(rs) - 1 for rs in results.values())
     assert duplicates == 0, "a graceful stop commits everything it answered"
     assert second.alive()
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a handler of its own for SIGTERM (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_the_worker_starts_is_a_clean_stop_not_a_crash(
+    lattice: Lattice, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A scale-in or a deploy may stop a worker before it has loaded its model: exit status 0."""
+    w = workers(lattice, "eu-west", node_id="eu-early")
+    deadline = time.monotonic() + 30
+    while not catches_sigterm(w.proc.pid):  # the worker's own handler is in place: stop it now
+        assert w.alive() and time.monotonic() < deadline, w.text()[-2000:]
+        time.sleep(0.01)
+    assert w.terminate(timeout=30) == 0, w.text()[-2000:]
+    assert "stopped before it started serving" in w.text()

@@ -70,11 +70,28 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+_stop_requested = False
+
+
+def catch_early_stop() -> None:
+    """Until `stop_on_signals` takes over, remember a SIGTERM instead of dying of it: a verb told
+    to stop while it starts (a scale-in, a rolling deploy) then exits cleanly, with status 0."""
+
+    def remember(signum: int, frame: object) -> None:
+        global _stop_requested
+        _stop_requested = True
+
+    signal.signal(signal.SIGTERM, remember)
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
-    """Set `stop` on SIGTERM or SIGINT (Ctrl-C): the graceful path of every long-running verb."""
+    """Set `stop` on SIGTERM or SIGINT (Ctrl-C): the graceful path of every long-running verb.
+    A SIGTERM that came while it started (see `catch_early_stop`) sets it at once."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if _stop_requested:
+        stop.set()
 
 
 def split_list(value: str | None) -> list[str]:

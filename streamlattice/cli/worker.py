@@ -7,7 +7,7 @@ import dataclasses
 
 import click
 
-from streamlattice.cli.base import State, pass_state, run_async, split_list, stop_on_signals
+from streamlattice.cli.base import State, catch_early_stop, pass_state, run_async, split_list, stop_on_signals
 
 
 @click.command()
@@ -85,6 +85,7 @@ def worker(
     through the node's power model (--cpus, --idle-watts, --busy-watts), at the node's grid
     intensity (docs/energy.md states the method).
     """
+    catch_early_stop()  # a SIGTERM while the imports and the model load is a stop, not a crash
     from streamlattice.metrics import serve as serve_metrics
     from streamlattice.power.sources import parse_power
     from streamlattice.tracing import configure_from_env as configure_tracing
@@ -134,6 +135,9 @@ def worker(
             serve_metrics(w.metrics.registry, metrics_port)
         stop = asyncio.Event()
         stop_on_signals(stop)
+        if stop.is_set():
+            click.echo(f"worker {w.node_id}: stopped before it started serving", err=True)
+            return
         await w.run(stop)
 
     run_async(serve())
