@@ -113,3 +113,20 @@ def test_a_power_model_that_cannot_be_is_refused() -> None:
         PowerModel(idle_watts=5.0, busy_watts=1.0)
     with pytest.raises(ValueError, match="cpus > 0"):
         PowerModel(cpus=0.0)
+
+
+def test_a_workers_power_model_comes_from_nodes_its_options_and_its_tasks_own_watts() -> None:
+    from dataclasses import replace
+
+    from streamlattice.config import DEFAULT_CONFIG, load_lattice
+    from streamlattice.kafka.clients import KafkaSettings
+    from streamlattice.worker.runtime import Worker
+
+    lattice = load_lattice(DEFAULT_CONFIG)
+    settings = KafkaSettings(bootstrap="localhost:1")  # nothing is connected before run()
+    assert Worker(lattice, "sensor", "eu-west", "n", settings).energy.model == lattice.power_model
+    mine = PowerModel(idle_watts=2.0, busy_watts=9.0, cpus=0.5)
+    assert Worker(lattice, "sensor", "eu-west", "n", settings, power_model=mine).energy.model == mine
+    accelerated = lattice.with_task(replace(lattice.task("sensor"), watts=40.0))
+    w = Worker(accelerated, "sensor", "eu-west", "n", settings, power_model=mine)
+    assert w.energy.model == PowerModel(idle_watts=2.0, busy_watts=40.0, cpus=0.5)

@@ -98,10 +98,10 @@ class Worker:
         ls = lattice.settings
         clock = Clock.accelerated(ls.time_factor) if ls.time_factor != 1 else Clock()
         self.power = PowerMeter(power or parse_power(self.region.power, self.region.tz_hours), clock)
-        model = power_model or lattice.power_model
+        node_power = power_model or lattice.power_model
         if self.task.watts is not None:  # the task's own busy draw (an accelerator)
-            model = dataclasses.replace(model, busy_watts=max(self.task.watts, model.idle_watts))
-        self.energy = EnergyMeter(model)
+            node_power = dataclasses.replace(node_power, busy_watts=max(self.task.watts, node_power.idle_watts))
+        self.energy = EnergyMeter(node_power)
         self.meter = Meter()
         self.metrics = WorkerMetrics(self.task.name, self.region.name, self.node_id)
         # the wire format of the task's topics: a schema registry's, if the settings name one
