@@ -54,8 +54,3 @@ class EnergyModel:
 
 
 DEFAULT_ENERGY = EnergyModel()
-
-
-def grams(joules_: float, g_per_kwh: float) -> float:
-    """gCO2 of `joules_` at an intensity of `g_per_kwh`."""
-    return joules_ / 3.6e6 * g_per_kwh

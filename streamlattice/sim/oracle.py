@@ -26,6 +26,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
 from streamlattice.placement.plan import PartitionState, Weights, capacity_limits, hard_limits, latency_budget
+from streamlattice.power.energy import grams
 from streamlattice.sim.policies import Shares
 from streamlattice.sim.scenario import SimNode
 
@@ -54,7 +55,7 @@ class StepCosts:
         weights: Weights,
     ) -> StepCosts:
         """The costs of a step: `intensity` is gCO2/kWh per node id; limits as the placement code sets them."""
-        g = np.array([n.joules_per_event / 3.6e6 * intensity[n.node_id] for n in nodes])
+        g = np.array([grams(n.joules_per_event, intensity[n.node_id]) for n in nodes])
         cap = np.array([n.capacity_eps for n in nodes])
         load = np.array([p.load_eps for p in partitions])
         regions = {r: i for i, r in enumerate(sorted({n.region for n in nodes} | {p.home_region for p in partitions}))}

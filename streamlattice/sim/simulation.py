@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamlattice.placement.plan import NodeState, PartitionState, Weights, make_plan
-from streamlattice.sim.energy import DEFAULT_ENERGY, EnergyModel, grams
+from streamlattice.power.energy import grams
+from streamlattice.sim.energy import DEFAULT_ENERGY, EnergyModel
 from streamlattice.sim.oracle import StepCosts, oracle_shares
 from streamlattice.sim.policies import (
     Shares,
