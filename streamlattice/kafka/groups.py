@@ -79,7 +79,7 @@ async def wait_for_stable_group(settings: KafkaSettings, group_id: str, members:
     view = GroupView(group_id, "Unknown", ())
     while time.monotonic() < deadline:
         with contextlib.suppress(KafkaError):
-            view = await describe_group(settings, group_id)
+            view = await describe_group(settings, group_id, wait_s=max(deadline - time.monotonic(), 0.0))
         if view.state == "Stable" and len(view.members) >= members:
             return view
         await asyncio.sleep(0.3)
