@@ -31,6 +31,7 @@ from conftest import FAST_TIMINGS, FAULT_ROW, WorkerProcess, collect_results, ou
 from streamlattice.chaos.run import leader_of_most
 from streamlattice.config import Lattice
 from streamlattice.devbroker import broker as dev
+from streamlattice.kafka import fixes
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer
 from streamlattice.kafka.fixes import OffsetsUnavailable, ask_coordinator, missing_offsets
 from streamlattice.kafka.lag import group_offsets
@@ -362,3 +363,23 @@ def test_a_coordinator_that_is_not_ready_is_asked_again_for_a_while_then_its_ref
         calls.clear()
         asyncio.run(ask_coordinator(ready_on_third_call, wait_s=0))
     assert len(calls) == 1
+
+
+def test_a_heartbeat_to_a_silent_coordinator_gives_up_after_the_session_timeout() -> None:
+    """A coordinator cut off by a network partition never answers: the member must look for
+    another one after its session timeout, not after the 30 s request timeout (fixes.py)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    fixes.apply()
+
+    class SilentCoordinator:
+        group_id, generation, member_id = "g", 1, "m"
+        _session_timeout_ms = 300
+
+        async def _send_req(self, request: object) -> object:
+            await asyncio.sleep(3600)  # a blackhole
+            raise AssertionError("unreachable")
+
+    started = time.monotonic()
+    assert asyncio.run(GroupCoordinator._do_heartbeat(SilentCoordinator())) is False  # type: ignore[arg-type]
+    assert 0.3 <= time.monotonic() - started < 2.0

@@ -13,11 +13,19 @@ twice. With `latest` it would skip the partition's backlog instead. pykafka (#95
 `apply()` makes the consumer's coordinator raise that top-level error, which aiokafka already
 retries (after finding the coordinator again when it moved); `missing_offsets` is the check for
 the admin client's `list_consumer_group_offsets`, which has the same blind spot.
+
+aiokafka 0.14 also checks a member's session only between heartbeats: a heartbeat to a
+coordinator that went silent (a network partition, not a refused connection) waits the whole
+request timeout (30 s) before the member looks for another coordinator, where Java's consumer
+gives up after the session timeout. In an emulated region cut (docs/regions) the surviving
+workers kept heartbeating into the cut region's broker for 30 s; `apply()` bounds each
+heartbeat by the session timeout, after which aiokafka's own check marks the coordinator dead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
@@ -25,6 +33,8 @@ from aiokafka import TopicPartition
 from aiokafka import errors as Errors
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetFetchRequest
+
+log = logging.getLogger(__name__)
 
 _MOVED = (Errors.NotCoordinatorForGroupError, Errors.GroupCoordinatorNotAvailableError)
 T = TypeVar("T")
@@ -58,7 +68,8 @@ async def ask_coordinator(call: Callable[[], Awaitable[T]], wait_s: float = COOR
 
 
 def apply() -> None:
-    """Install the check on aiokafka's group coordinator (once; later calls do nothing)."""
+    """Install the fixes on aiokafka's group coordinator (once; later calls do nothing)."""
+    _bound_heartbeats()
     original = GroupCoordinator._send_req
     if getattr(original, "_streamlattice_checked", False):
         return
@@ -90,3 +101,24 @@ def missing_offsets(group_id: str, asked: Collection[TopicPartition], answer: Ma
             f"the coordinator of group {group_id} answered without the offsets of {len(missing)} partition(s) "
             "(it is loading or moved); ask again"
         )
+
+
+def _bound_heartbeats() -> None:
+    original = GroupCoordinator._do_heartbeat
+    if getattr(original, "_streamlattice_bounded", False):
+        return
+
+    async def _do_heartbeat(self: GroupCoordinator) -> bool:
+        session_s = self._session_timeout_ms / 1000
+        try:
+            return bool(await asyncio.wait_for(original(self), timeout=session_s))
+        except TimeoutError:
+            log.warning(
+                "heartbeat of group %s unanswered for the session timeout (%.0f s): the coordinator is lost",
+                self.group_id,
+                session_s,
+            )
+            return False  # the heartbeat routine now finds the session expired: coordinator dead
+
+    _do_heartbeat._streamlattice_bounded = True  # type: ignore[attr-defined]
+    GroupCoordinator._do_heartbeat = _do_heartbeat

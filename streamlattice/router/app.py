@@ -167,17 +167,23 @@ def make_app(
             return
         now = now_us()
         known = heartbeats()
+        # A broker gone silent (a network partition) holds a request for the whole request
+        # timeout: a round asks for at most this long, and plans with what it knows.
+        ask_s = max(2.0, lattice.settings.plan_interval_s)
         for task, routing in view.tasks.items():
             try:
-                await measure(task)
-            except KafkaError as e:
-                log.warning("router: offsets of %s unavailable (%s)", task, e)
+                await asyncio.wait_for(measure(task), ask_s)
+            except (KafkaError, TimeoutError) as e:
+                log.warning("router: offsets of %s unavailable (%s)", task, str(e) or f"no answer in {ask_s:g}s")
             try:  # who the group's coordinator still counts (see live_nodes)
                 if "admin" in clients:
-                    group = await describe_group(settings, lattice.group_id(task), clients["admin"], wait_s=0)
-                    members[task] = (time.monotonic(), frozenset(m.node_id for m in group.members if m.node_id))
-            except KafkaError as e:
-                log.warning("router: members of %s unavailable (%s)", task, e)
+                    group = await asyncio.wait_for(
+                        describe_group(settings, lattice.group_id(task), clients["admin"], wait_s=0), ask_s
+                    )
+                    if group.state == "Stable":  # mid-rebalance it lists only the members back so far
+                        members[task] = (time.monotonic(), frozenset(m.node_id for m in group.members if m.node_id))
+            except (KafkaError, TimeoutError) as e:
+                log.warning("router: members of %s unavailable (%s)", task, str(e) or f"no answer in {ask_s:g}s")
             # no answer: the last one, while it is recent (a broker failover), never for good
             seen_at, counted = members.get(task, (-math.inf, frozenset()))
             fresh = time.monotonic() - seen_at <= 3 * lattice.settings.node_timeout_s

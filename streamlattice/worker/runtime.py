@@ -153,7 +153,16 @@ class Worker:
         self.energy.restart()  # results pay for serving, not for loading the model
         await self.membership.start(self.settings)
         # At-least-once: results, dead letters and heartbeats. Exactly-once: heartbeats only.
-        outbox = Outbox(self.settings, self.answers.fallback, self._set_aside)
+        # Its requests give a silent broker (a network partition) the session timeout, not 30 s:
+        # a record is sent again, to the partition's new leader, instead of the heartbeats
+        # stopping long enough for the router to count this node gone (it retries for ever).
+        outbox = Outbox(
+            dataclasses.replace(
+                self.settings, request_timeout_ms=min(self.settings.request_timeout_ms, SESSION_TIMEOUT_MS)
+            ),
+            self.answers.fallback,
+            self._set_aside,
+        )
         group_id = lt.group_id(self.task.name)
         checkpoint: Checkpoint = (
             Transactional(self.settings, group_id, self.answers.fallback, self.node_id, self._set_aside)
