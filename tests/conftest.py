@@ -39,7 +39,9 @@ FAULT_ROW = "fault_row"
 # Tests that run multi-broker clusters with faults timed against them, or that saturate the
 # CPU: `pytest -n 2 --dist loadgroup` (what ./dev test runs) keeps them on one worker, one at a
 # time, while the other worker runs the rest of the suite beside them.
-ONE_AT_A_TIME = frozenset({"test_chaos.py", "test_faults.py", "test_bench.py", "test_backpressure.py"})
+ONE_AT_A_TIME = frozenset(
+    {"test_chaos.py", "test_faults.py", "test_bench.py", "test_backpressure.py", "test_regions.py"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -268,10 +268,11 @@ def new_cluster_id() -> str:
             return cid
 
 
-def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str]) -> list[str]:
+def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     java = require_tool("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     return [
         java,
+        *extra,
         f"-Xmx{heap_mb}m",
         f"-Xms{min(heap_mb, 256)}m",
         "-XX:+UseG1GC",

@@ -40,6 +40,8 @@ fixes.apply()
 # The schema registry's URL, and its "user:password" when it asks for basic authentication.
 REGISTRY_ENV = "STREAMLATTICE_SCHEMA_REGISTRY"
 REGISTRY_AUTH_ENV = "STREAMLATTICE_SCHEMA_REGISTRY_AUTH"
+# Where a client runs, as the brokers' `broker.rack` names it: consumers read from the nearest replica.
+RACK_ENV = "STREAMLATTICE_CLIENT_RACK"
 
 # (topic, value, key, partition, headers): one record on its way out
 Message = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]
@@ -55,6 +57,9 @@ class KafkaSettings:
     security: Security = field(default_factory=Security.from_env)
     # A schema registry's URL: events, results and dead letters in its wire format (kafka.registry)
     schema_registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
+    # KIP-392: a consumer with a rack fetches from a replica in that rack when the brokers run
+    # the rack-aware replica selector (on other clusters it changes nothing).
+    rack: str | None = field(default_factory=lambda: os.environ.get(RACK_ENV) or None)
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, client_id: str = "streamlattice") -> KafkaSettings:
@@ -71,6 +76,10 @@ class KafkaSettings:
     def with_client_id(self, client_id: str) -> KafkaSettings:
         """The same settings under another client id."""
         return replace(self, client_id=client_id)
+
+    def in_rack(self, rack: str) -> KafkaSettings:
+        """The same settings for a client in `rack`, unless $STREAMLATTICE_CLIENT_RACK chose one."""
+        return self if self.rack else replace(self, rack=rack)
 
     def common(self) -> dict[str, Any]:
         """Keyword arguments every aiokafka client takes."""
@@ -137,6 +146,8 @@ def make_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> AI
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
     }
+    if settings.rack:
+        kwargs["client_rack"] = settings.rack
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **settings.common(), **kwargs)
 

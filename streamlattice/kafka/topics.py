@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +25,22 @@ class TopicSpec:
     name: str
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
+    # The region each partition belongs to: on a cluster whose brokers carry those regions as
+    # `broker.rack`, its leader is placed at home (see `home_replicas`).
+    homes: tuple[str, ...] = ()
 
 
 def lattice_topics(lattice: Lattice) -> list[TopicSpec]:
     """Every topic of the layout, tasks first."""
     n = lattice.total_partitions
+    homes = tuple(lattice.region_of_partition(p).name for p in range(n))
     specs: list[TopicSpec] = []
     for task in lattice.tasks:
         specs += [
-            TopicSpec(lattice.events_topic(task), n),
-            TopicSpec(lattice.results_topic(task), n),
+            TopicSpec(lattice.events_topic(task), n, homes=homes),
+            TopicSpec(lattice.results_topic(task), n, homes=homes),
             # Same layout as the events, so a dead letter stays in its region's block.
-            TopicSpec(lattice.dlq_topic(task), n),
+            TopicSpec(lattice.dlq_topic(task), n, homes=homes),
         ]
     compacted = {"cleanup.policy": "compact"}
     specs += [
@@ -54,24 +59,71 @@ class TopicReport:
     action: str  # "created" or "found"
 
 
+def home_replicas(
+    homes: Sequence[str], racks: Mapping[int, str | None], replication: int, distance: Callable[[str, str], float]
+) -> dict[int, list[int]] | None:
+    """Replica lists that lead each partition from a broker in its home region (rack), with the
+    followers in the other regions first, nearest first, so that losing a region loses no
+    partition; None when some home region has no broker (Kafka's own placement then).
+
+    A region's partitions are spread over its brokers; followers rotate among equally near ones.
+    """
+    by_rack: dict[str, list[int]] = {}
+    for broker, rack in sorted(racks.items()):
+        if rack:
+            by_rack.setdefault(rack, []).append(broker)
+    if not homes or any(h not in by_rack for h in homes):
+        return None
+    brokers = sorted(racks)
+    replication = min(replication, len(brokers))
+    assignment: dict[int, list[int]] = {}
+    for p, home in enumerate(homes):
+        local = by_rack[home]
+        leader = local[p % len(local)]
+        rest = [b for b in brokers if b != leader]
+        rest = rest[p % len(rest) :] + rest[: p % len(rest)] if rest else []
+        rest.sort(key=lambda b: (racks[b] == home, distance(home, racks[b] or "")))
+        assignment[p] = [leader, *rest[: replication - 1]]
+    return assignment
+
+
 async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[TopicReport]:
-    """Create the layout's missing topics and check the existing ones; safe to run again."""
-    return await create_topics(settings, lattice_topics(lattice))
+    """Create the layout's missing topics and check the existing ones; safe to run again.
+
+    On a cluster whose brokers' racks are the lattice's regions, each region's partitions are led
+    from its own brokers (and their consumers read from the nearest replica: `client.rack`)."""
+    return await create_topics(settings, lattice_topics(lattice), lambda a, b: lattice.latency_ms.get((a, b), 0.0))
 
 
-async def create_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[TopicReport]:
-    """Create the missing ones of `specs`, check the existing ones, and return once brokers serve them."""
+async def create_topics(
+    settings: KafkaSettings,
+    specs: list[TopicSpec],
+    distance: Callable[[str, str], float] = lambda a, b: 0.0,
+    replication: int | None = None,
+) -> list[TopicReport]:
+    """Create the missing ones of `specs`, check the existing ones, and return once brokers serve them.
+
+    Replicas: `replication`, else 3 or as many as there are brokers. A spec with `homes` on a
+    cluster with those racks gets its leaders at home (`home_replicas`, followers ordered by
+    `distance` between regions)."""
     admin = make_admin(settings)
     await start_client(admin, settings)
     try:
         cluster = await admin.describe_cluster()
-        replication = min(3, len(cluster["brokers"]))
+        replication = min(replication or 3, len(cluster["brokers"]))
+        racks = {b["node_id"]: b.get("rack") for b in cluster["brokers"]}
         existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            resp = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs) for s in missing]
-            )
+            new = []
+            for s in missing:
+                placed = home_replicas(s.homes, racks, replication, distance)
+                new.append(
+                    NewTopic(s.name, -1, -1, replica_assignments=placed, topic_configs=s.configs)
+                    if placed
+                    else NewTopic(s.name, s.partitions, replication, topic_configs=s.configs)
+                )
+            resp = await admin.create_topics(new)
             for name, code, *rest in resp.topic_errors:
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     detail = rest[0] if rest and rest[0] else for_code(code).__name__

@@ -91,7 +91,9 @@ class Worker:
         self.task: Task = lattice.task(task)
         self.region = lattice.region(region)
         self.node_id = node_id or default_node_id(region)
-        self.settings = (settings or KafkaSettings.from_env()).with_client_id(f"sl-worker-{self.node_id}")
+        # its region is its rack: on brokers with regions as racks it fetches from the nearest replica
+        settings = (settings or KafkaSettings.from_env()).in_rack(region)
+        self.settings = settings.with_client_id(f"sl-worker-{self.node_id}")
         self.exactly_once = exactly_once
         self.policy = BatchPolicy(self.task.max_batch, self.task.max_wait_ms)
         self.stats = WorkerStats()
