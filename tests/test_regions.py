@@ -110,15 +110,21 @@ def test_window_stats_count_unanswered_events_as_failures_and_duplicates_once() 
 def test_cut_timings_find_when_a_region_was_served_elsewhere_and_when_it_came_home() -> None:
     nodes = {"ap-0": "ap", "eu-0": "eu"}
     cut, heal = 10_000_000, 20_000_000
+    # (event id, event region, node, event time, received, consumed, produced)
     answers = [
-        Answer("1", "ap", "ap-0", 9_000_000, 9_500_000),
-        Answer("2", "ap", "eu-0", 10_000_000, 14_000_000),  # 4 s after the cut, from eu
-        Answer("3", "ap", "eu-0", 19_000_000, 21_000_000),  # still from eu after the heal
-        Answer("4", "ap", "ap-0", 22_000_000, 23_000_000),  # home from here on: 3 s after the heal
-        Answer("5", "ap", "ap-0", 24_000_000, 24_500_000),
-        Answer("6", "eu", "eu-0", 24_000_000, 24_100_000),  # another region's: not counted
+        Answer("1", "ap", "ap-0", 9_000_000, 9_500_000, 9_100_000, 9_200_000),
+        # produced from eu 4 s after the cut; ap's users received it 7 s after the cut
+        Answer("2", "ap", "eu-0", 10_000_000, 17_000_000, 13_900_000, 14_000_000),
+        Answer("3", "ap", "eu-0", 19_000_000, 21_000_000, 20_500_000, 21_000_000),  # still eu after the heal
+        Answer("4", "ap", "ap-0", 22_000_000, 23_200_000, 22_900_000, 23_000_000),  # home from here: 3 s
+        Answer("5", "ap", "ap-0", 24_000_000, 24_500_000, 24_300_000, 24_400_000),
+        Answer("6", "eu", "eu-0", 24_000_000, 24_100_000, 24_050_000, 24_060_000),  # another region's
     ]
-    assert cut_timings(answers, nodes, "ap", cut, heal) == {"served_elsewhere_s": 4.0, "home_again_s": 3.0}
+    assert cut_timings(answers, nodes, "ap", cut, heal) == {
+        "served_elsewhere_s": 4.0,
+        "seen_elsewhere_s": 7.0,
+        "home_again_s": 3.0,
+    }
     never = cut_timings(answers[:3], nodes, "ap", cut, heal)
     assert never["home_again_s"] is None
 

@@ -375,19 +375,33 @@ def measure(
 def cut_timings(
     answers: list[Answer], node_region: dict[str, str], region: str, cut_us: int, heal_us: int
 ) -> dict[str, float | None]:
-    """From the answers to `region`'s events: seconds from the cut to the first one served from
-    another region (received after the cut), and from the links' return to the first one served
-    at home again after which no answer came from elsewhere."""
-    mine = sorted((a for a in answers if a.region == region), key=lambda a: a.received_us)
-    elsewhere = [a for a in mine if a.received_us > cut_us and node_region.get(a.node_id) != region]
-    served_elsewhere = (elsewhere[0].received_us - cut_us) / 1e6 if elsewhere else None
+    """From the answers to `region`'s events, seconds:
+
+    - `served_elsewhere_s`: from the cut to the first one a worker of another region produced;
+    - `seen_elsewhere_s`: from the cut to the first one from another region that the region's
+      own subscriber received (its users' clients must first give up on their cut-off broker);
+    - `home_again_s`: from the links' return to the first one produced at home after which
+      every answer was produced at home.
+    """
+    mine = sorted((a for a in answers if a.region == region), key=lambda a: a.produced_us or a.received_us)
+
+    def at(a: Answer) -> int:
+        return a.produced_us or a.received_us
+
+    elsewhere = [a for a in mine if at(a) > cut_us and node_region.get(a.node_id) != region]
+    served_elsewhere = (at(elsewhere[0]) - cut_us) / 1e6 if elsewhere else None
+    seen = min((a.received_us for a in elsewhere), default=None)
     home_again: float | None = None
-    after = [a for a in mine if a.received_us > heal_us]
+    after = [a for a in mine if at(a) > heal_us]
     for i, a in enumerate(after):
         if all(node_region.get(b.node_id) == region for b in after[i:]):
-            home_again = (a.received_us - heal_us) / 1e6
+            home_again = (at(a) - heal_us) / 1e6
             break
-    return {"served_elsewhere_s": served_elsewhere, "home_again_s": home_again}
+    return {
+        "served_elsewhere_s": served_elsewhere,
+        "seen_elsewhere_s": None if seen is None else (seen - cut_us) / 1e6,
+        "home_again_s": home_again,
+    }
 
 
 def snapshot(answers: list[Answer], node_region: dict[str, str], since_us: int, until_us: int) -> str:
@@ -609,7 +623,8 @@ def cut_summary(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"cut {region} for {report['cut_s']:g}s ({report['links_cut']} links) under {report['rate']:g} events/s",
-            f"  its events answered from another region {s(report['served_elsewhere_s'])} after the cut; "
+            f"  its events answered from another region {s(report['served_elsewhere_s'])} after the cut "
+            f"(its users saw the first such answer after {s(report['seen_elsewhere_s'])}); "
             f"all served at home again {s(report['home_again_s'])} after the links returned",
             f"  its events published during the cut: {during['answered']} answered (p50 {during['p50_ms']} ms, "
             f"p99 {during['p99_ms']} ms), {during['unanswered']} unanswered",
