@@ -15,7 +15,7 @@ from streamlattice.cli.base import State, pass_state
 @click.group()
 def regions() -> None:
     """Emulate lattice.toml's regions on this machine: a Kafka broker per region (broker.rack), leaders
-    at home, consumers reading the nearest replica (KIP-392), and every hop between regions delayed
+    at home, and every hop between regions delayed
     by its latency_ms through Toxiproxy (built once with `go install`)."""
 
 

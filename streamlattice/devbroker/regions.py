@@ -2,9 +2,10 @@
 as lattice.toml says, and cuttable.
 
 - One KRaft node (broker and controller) per region, with `broker.rack` = the region's name and
-  the rack-aware replica selector, so a consumer with `client.rack` reads from the nearest
-  replica (KIP-392). Topics made by `ensure_topics` lead each region's partitions from its own
-  broker, with a follower in every other region.
+  the rack-aware replica selector, so a consumer with `client.rack` may read from the nearest
+  replica (KIP-392; the lattice's own consumers do not, see `settings`). Topics made by
+  `ensure_topics` lead each region's partitions from its own broker, with a follower in every
+  other region.
 - Every hop between regions goes through a Toxiproxy proxy that delays it by the pair's one-way
   latency each way. Clients pick their region by the listener they bootstrap from: each broker
   has one listener per region and role, advertised as the proxy from that region. Brokers talk
@@ -128,13 +129,13 @@ class EmulatedRegions:
     def settings(
         self, region: str, role: str = "dc", client_id: str = "streamlattice", request_timeout_ms: int = 30_000
     ) -> KafkaSettings:
-        """Settings of a client of `role` in `region`. Servers ("dc") read from the nearest replica
-        (their rack is the region); users ("edge") read from leaders: a follower at home is the one
-        replica they cannot reach when their region is cut, and the leader would send them there."""
+        """Settings of a client of `role` in `region`. No client.rack: consumers read from leaders
+        (aiokafka 0.14's rack-aware fetching stalled worker groups' rebalances; and for a region's
+        users a follower at home is the one replica they cannot reach when their region is cut)."""
         return KafkaSettings(
             bootstrap=self.bootstrap(region, role),
             client_id=client_id,
-            rack=region if role == "dc" else None,
+            rack=None,
             request_timeout_ms=request_timeout_ms,
         )
 

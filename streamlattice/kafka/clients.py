@@ -40,7 +40,7 @@ fixes.apply()
 # The schema registry's URL, and its "user:password" when it asks for basic authentication.
 REGISTRY_ENV = "STREAMLATTICE_SCHEMA_REGISTRY"
 REGISTRY_AUTH_ENV = "STREAMLATTICE_SCHEMA_REGISTRY_AUTH"
-# Where a client runs, as the brokers' `broker.rack` names it: consumers read from the nearest replica.
+# Where a client runs, as the brokers' `broker.rack` names it: its consumers read from the nearest replica.
 RACK_ENV = "STREAMLATTICE_CLIENT_RACK"
 
 # (topic, value, key, partition, headers): one record on its way out
@@ -58,7 +58,8 @@ class KafkaSettings:
     # A schema registry's URL: events, results and dead letters in its wire format (kafka.registry)
     schema_registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
     # KIP-392: a consumer with a rack fetches from a replica in that rack when the brokers run
-    # the rack-aware replica selector (on other clusters it changes nothing).
+    # the rack-aware replica selector. Opt-in: with it, aiokafka 0.14's consumer groups stalled
+    # in rebalances in our suite, so workers never set it (docs/regions).
     rack: str | None = field(default_factory=lambda: os.environ.get(RACK_ENV) or None)
 
     @classmethod
@@ -76,10 +77,6 @@ class KafkaSettings:
     def with_client_id(self, client_id: str) -> KafkaSettings:
         """The same settings under another client id."""
         return replace(self, client_id=client_id)
-
-    def in_rack(self, rack: str) -> KafkaSettings:
-        """The same settings for a client in `rack`, unless $STREAMLATTICE_CLIENT_RACK chose one."""
-        return self if self.rack else replace(self, rack=rack)
 
     def common(self) -> dict[str, Any]:
         """Keyword arguments every aiokafka client takes."""

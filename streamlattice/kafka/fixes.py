@@ -111,7 +111,8 @@ def _bound_heartbeats() -> None:
     async def _do_heartbeat(self: GroupCoordinator) -> bool:
         session_s = self._session_timeout_ms / 1000
         try:
-            return bool(await asyncio.wait_for(original(self), timeout=session_s))
+            async with asyncio.timeout(session_s):  # in the heartbeat's own task, not a new one
+                return bool(await original(self))
         except TimeoutError:
             log.warning(
                 "heartbeat of group %s unanswered for the session timeout (%.0f s): the coordinator is lost",

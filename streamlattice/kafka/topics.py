@@ -91,7 +91,7 @@ async def ensure_topics(settings: KafkaSettings, lattice: Lattice) -> list[Topic
     """Create the layout's missing topics and check the existing ones; safe to run again.
 
     On a cluster whose brokers' racks are the lattice's regions, each region's partitions are led
-    from its own brokers (and their consumers read from the nearest replica: `client.rack`)."""
+    from its own brokers."""
     return await create_topics(settings, lattice_topics(lattice), lambda a, b: lattice.latency_ms.get((a, b), 0.0))
 
 

@@ -146,12 +146,15 @@ def make_app(
         clients["recovered"] = True
         log.info("router: recovered epochs %s", {t: r.epoch for t, r in view.tasks.items()})
 
+    async def start_clients() -> None:
+        if "admin" not in clients:  # started whole, outside the rounds' time bound
+            offsets = make_consumer(settings.with_client_id(f"{lattice.namespace}-router-offsets"))
+            await offsets.start()
+            admin = make_admin(settings.with_client_id(f"{lattice.namespace}-router-admin"))
+            await admin.start()
+            clients["offsets"], clients["admin"] = offsets, admin
+
     async def measure(task: str) -> None:
-        if "offsets" not in clients:
-            clients["offsets"] = make_consumer(settings.with_client_id(f"{lattice.namespace}-router-offsets"))
-            await clients["offsets"].start()
-            clients["admin"] = make_admin(settings.with_client_id(f"{lattice.namespace}-router-admin"))
-            await clients["admin"].start()
         tps = [TopicPartition(lattice.events_topic(task), p) for p in range(lattice.total_partitions)]
         # a round does not wait for a coordinator that is not ready: the next round asks again
         offsets = await group_offsets(clients["admin"], clients["offsets"], lattice.group_id(task), tps, wait_s=1.0)
@@ -170,9 +173,14 @@ def make_app(
         # A broker gone silent (a network partition) holds a request for the whole request
         # timeout: a round asks for at most this long, and plans with what it knows.
         ask_s = max(2.0, lattice.settings.plan_interval_s)
+        try:
+            await start_clients()
+        except KafkaError as e:  # plan with the heartbeats alone, and try again next round
+            log.warning("router: cannot ask the cluster for offsets and members (%s)", e)
         for task, routing in view.tasks.items():
             try:
-                await asyncio.wait_for(measure(task), ask_s)
+                if "admin" in clients:
+                    await asyncio.wait_for(measure(task), ask_s)
             except (KafkaError, TimeoutError) as e:
                 log.warning("router: offsets of %s unavailable (%s)", task, str(e) or f"no answer in {ask_s:g}s")
             try:  # who the group's coordinator still counts (see live_nodes)
