@@ -155,20 +155,12 @@ def is_our_process(pid: int | None, data_dir: Path) -> bool:
     return "kafka.Kafka" in cmdline and str(data_dir) in cmdline
 
 
-def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
-    n = len(state.nodes)
+def storage_properties(node_dir: Path, n: int) -> dict[str, object]:
+    """What every dev node of an `n`-node cluster shares, whatever its listeners: log dirs,
+    replication, the lattice's topic defaults and small thread pools."""
     replication = min(n, 3)
     min_isr = 2 if n >= 3 else 1
-    voters = ",".join(f"{x.node_id}@localhost:{x.controller_port}" for x in state.nodes)
-    lines = {
-        "process.roles": "broker,controller",
-        "node.id": node.node_id,
-        "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://localhost:{node.port},CONTROLLER://localhost:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://localhost:{node.port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    return {
         "log.dirs": node_dir / "logs",
         "num.partitions": 1,
         "default.replication.factor": replication,
@@ -189,6 +181,22 @@ def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
         "log.segment.delete.delay.ms": 1000,
         "num.network.threads": 2,
         "num.io.threads": 4,
+    }
+
+
+def _properties(node: Node, state: ClusterState, node_dir: Path) -> str:
+    n = len(state.nodes)
+    voters = ",".join(f"{x.node_id}@localhost:{x.controller_port}" for x in state.nodes)
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://localhost:{node.port},CONTROLLER://localhost:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://localhost:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        **storage_properties(node_dir, n),
     }
     if state.secure:
         lines.update(secure_properties(node, node_dir.parent))

@@ -192,9 +192,6 @@ class EmulatedRegions:
         return "127.0.0.1" if a is b else f"127.0.{a.node_id}.{b.node_id}"
 
     def _properties(self, b: RegionBroker, node_dir: Path) -> str:
-        n = len(self.brokers)
-        replication = min(n, 3)
-        min_isr = 2 if n >= 3 else 1
         names = list(b.ports)
         lines: dict[str, object] = {
             "process.roles": "broker,controller",
@@ -223,21 +220,7 @@ class EmulatedRegions:
             # a follower cut off leaves the in-sync set after 10 s, not 30: until then no write to
             # a partition it follows is committed (a stretch cluster's usual setting)
             "replica.lag.time.max.ms": 10_000,
-            "log.dirs": node_dir / "logs",
-            "num.partitions": 1,
-            "default.replication.factor": replication,
-            "min.insync.replicas": min_isr,
-            "offsets.topic.replication.factor": replication,
-            "transaction.state.log.replication.factor": replication,
-            "transaction.state.log.min.isr": min_isr,
-            "auto.create.topics.enable": "false",
-            "group.initial.rebalance.delay.ms": 0,
-            "offsets.topic.num.partitions": 12,
-            "log.segment.bytes": 64 * 1024 * 1024,
-            "log.retention.hours": 24,
-            "log.segment.delete.delay.ms": 1000,
-            "num.network.threads": 2,
-            "num.io.threads": 4,
+            **dev.storage_properties(node_dir, len(self.brokers)),
         }
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
