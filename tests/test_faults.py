@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
@@ -375,6 +376,8 @@ def test_a_heartbeat_to_a_silent_coordinator_gives_up_after_the_session_timeout(
     class SilentCoordinator:
         group_id, generation, member_id = "g", 1, "m"
         _session_timeout_ms = 300
+        coordinator_id = 1
+        _client = SimpleNamespace(force_metadata_update=lambda: None)
 
         async def _send_req(self, request: object) -> object:
             await asyncio.sleep(3600)  # a blackhole
@@ -383,3 +386,99 @@ def test_a_heartbeat_to_a_silent_coordinator_gives_up_after_the_session_timeout(
     started = time.monotonic()
     assert asyncio.run(GroupCoordinator._do_heartbeat(SilentCoordinator())) is False  # type: ignore[arg-type]
     assert 0.3 <= time.monotonic() - started < 2.0
+
+
+@pytest.mark.timeout(180)
+def test_the_outbox_waits_out_a_partition_without_a_leader(cluster: Cluster) -> None:
+    """Results for a partition whose only replica is down: the producer holds one batch for it and
+    times out handing over the next (request timeout). The outbox must keep handing them over
+    until the broker is back, not fail the worker, and deliver each record once."""
+    from aiokafka.structs import ConsumerRecord
+
+    from streamlattice.worker.outbox import Outbox
+    from streamlattice.worker.outgoing import Outgoing
+
+    settings = KafkaSettings(bootstrap=cluster.bootstrap, request_timeout_ms=2_000)
+    topic = f"outbox-{uuid.uuid4().hex[:8]}"
+    node = 1 + uuid.uuid4().int % 3
+
+    def item(i: int) -> Outgoing:
+        source = ConsumerRecord(topic, 0, i, 0, 0, None, b"", None, 0, 0, [])
+        return Outgoing(source, (topic, f"{i:06d}".encode() * 1700, str(i).encode(), 0, None), None)
+
+    async def main() -> list[bytes]:
+        admin = make_admin(settings)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, -1, -1, replica_assignments={0: [node]})])
+        finally:
+            await admin.close()
+        outbox = Outbox(settings, lambda item, error, attempt: None, lambda n: None)
+        await outbox.start()
+        try:
+            await (await outbox.send([item(0)]))[0].future  # the producer knows the leader
+            cluster.kill(node)
+            await asyncio.sleep(1)
+
+            def restart_later() -> None:
+                time.sleep(12)
+                cluster.restart_missing()
+
+            back = asyncio.get_running_loop().run_in_executor(None, restart_later)
+            items = [item(i) for i in range(1, 201)]  # 10 KB each: eight batches of 256 KB
+            deliveries = await outbox.send(items)  # before: KafkaTimeoutError after 2 s
+            await back
+            await asyncio.wait_for(outbox.settle(deliveries), 120)
+            assert sorted(x.source.offset for d in deliveries for x in d.items) == list(range(1, 201))
+        finally:
+            await outbox.stop()
+        consumer = make_consumer(settings, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            keys: list[bytes] = []
+            deadline = time.monotonic() + 60
+            while len(keys) < 201 and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                    keys += [m.key for m in msgs if m.key is not None]
+            return keys
+        finally:
+            await consumer.stop()
+
+    keys = asyncio.run(main())
+    assert sorted(keys, key=int) == [str(i).encode() for i in range(201)], "lost, duplicated or out of order"
+    assert keys == sorted(keys, key=int), "out of order"
+
+
+def test_a_request_that_times_out_asks_for_metadata_and_passes_the_silent_node_over() -> None:
+    """aiokafka retried a timed-out request on the same node without asking who leads now (a
+    region cut kept users and workers on the cut-off broker until it came back, fixes.py)."""
+    from aiokafka.client import AIOKafkaClient, ConnectionGroup
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    fixes.apply()
+
+    class SilentConnection:
+        def send(self, request: object, expect_response: bool = True) -> asyncio.Future[object]:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.set_exception(TimeoutError())  # what the connection raises at its timeout
+            return future
+
+        def connected(self) -> bool:
+            return True
+
+        def close(self, reason: object = None) -> None:
+            pass
+
+    async def main() -> tuple[int, object]:
+        client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9")
+        asked: list[int] = []
+        client.force_metadata_update = lambda: asked.append(1)  # type: ignore[method-assign]
+        client._conns[(7, ConnectionGroup.DEFAULT)] = SilentConnection()
+        with pytest.raises(RequestTimedOutError):
+            await client.send(7, MetadataRequest([]))
+        del client._conns[(7, ConnectionGroup.DEFAULT)]
+        return len(asked), await client._get_conn(7)  # passed over: no connection attempted
+
+    assert asyncio.run(main()) == (1, None)

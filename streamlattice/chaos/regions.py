@@ -18,12 +18,13 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka.errors import KafkaError
 
 from streamlattice.chaos.checker import check
 from streamlattice.chaos.run import Lab, Proc
@@ -167,35 +168,35 @@ class RegionLab(Lab):
     # ---- users: producers and subscribers in their regions ---------------------------------
 
     async def _publish(self, rate: float) -> None:
+        """`rate` events/s in all, a region's share from its own users' producer and loop: a region
+        whose producer waits on a cut-off broker must not hold back the others' users."""
         assert self.lattice is not None and self.emulated is not None
         spec = self.lattice.task(self.task)
         if spec.generator is None:
             raise RuntimeError(f"task {self.task!r} has no generator to make load with")
         payloads, sources = import_path(spec.generator)(512, 1)
         regions = [r.name for r in self.lattice.regions]
-        producers = [
-            LatticeProducer(
-                lattice=self.lattice,
-                settings=self.emulated.settings(r, "edge", f"sl-load-{r}", USER_REQUEST_TIMEOUT_MS),
-                pending_timeout_s=300,
-            )
-            for r in regions
-        ]
-        async with contextlib.AsyncExitStack() as stack:
-            for p in producers:
-                await stack.enter_async_context(p)
+        share = rate / len(regions)
+        await asyncio.gather(
+            *(self._publish_from(r, k, len(regions), share, payloads, sources) for k, r in enumerate(regions))
+        )
+
+    async def _publish_from(
+        self, region: str, k: int, n: int, rate: float, payloads: list[Any], sources: list[str]
+    ) -> None:
+        assert self.lattice is not None and self.emulated is not None
+        settings = self.emulated.settings(region, "edge", f"sl-load-{region}", USER_REQUEST_TIMEOUT_MS)
+        async with LatticeProducer(lattice=self.lattice, settings=settings, pending_timeout_s=300) as producer:
             started, i = time.monotonic(), 0
             while not self._stop_load.is_set():
-                k = i % len(regions)
-                j = (i // len(regions)) % len(sources)
-                event_id, delivery = await producers[k].submit(self.task, regions[k], sources[j], payloads[j])
-                self.published[event_id] = (regions[k], now_us())
+                j = (i * n + k) % len(sources)  # the sources the single loop gave this region
+                event_id, delivery = await producer.submit(self.task, region, sources[j], payloads[j])
+                self.published[event_id] = (region, now_us())
                 delivery.add_done_callback(functools.partial(self._delivered, event_id))
                 i += 1
                 await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-            for p in producers:
-                with contextlib.suppress(Exception):
-                    await p.flush()
+            with contextlib.suppress(Exception):
+                await producer.flush()
 
     def _delivered(self, event_id: str, delivery: asyncio.Future[Any]) -> None:
         if not delivery.cancelled() and delivery.exception() is None:
@@ -372,6 +373,33 @@ def measure(
         lab.close()
 
 
+def _watch_leaders_leave(
+    emulated: EmulatedRegions,
+    topic: str,
+    block: Sequence[int],
+    region: str,
+    via: str,
+    cut_us: int,
+    cut_s: float,
+    progress: Callable[[str], None],
+) -> float | None:
+    """Seconds from the cut until the metadata of `via`'s brokers has no partition of `block` led
+    from `region` (None if that did not happen within `cut_s`)."""
+    while (now_us() - cut_us) / 1e6 < cut_s - 2.0:
+        time.sleep(2.0)
+        try:
+            leaders = emulated.leaders(topic, via=via, request_timeout_ms=3_000)
+        except (KafkaError, OSError, TimeoutError) as e:
+            progress(f"  leaders unknown ({e!r})")
+            continue
+        if all(leaders.get(p) not in (None, "-", region) for p in block):
+            left = (now_us() - cut_us) / 1e6
+            progress(f"  {region}'s partitions led from other regions {left:.1f}s after the cut")
+            return left
+    progress(f"  {region}'s partitions still led from {region} (or leaderless) as the cut ends")
+    return None
+
+
 def cut_timings(
     answers: list[Answer], node_region: dict[str, str], region: str, cut_us: int, heal_us: int
 ) -> dict[str, float | None]:
@@ -472,14 +500,16 @@ def cut_run(
         cut_us = now_us()
         names = lab.emulated.cut(region)
         progress(f"cut {region}: {len(names)} links blackholed for {cut_s:g}s")
-        time.sleep(cut_s)
+        topic = lab.lattice.events_topic(task)
+        block = lab.lattice.region(region).block
+        leaders_left_s = _watch_leaders_leave(lab.emulated, topic, block, region, others[0], cut_us, cut_s, progress)
+        time.sleep(max(0.0, cut_s - (now_us() - cut_us) / 1e6))
         heal_us = now_us()
         lab.emulated.heal(region)
         progress(f"healed {region}; {after_s:g}s more load")
         time.sleep(after_s)
         end_us = now_us()
         lab.stop_load()
-        topic = lab.lattice.events_topic(task)
         leaders = lab.emulated.leaders(topic, via=others[0])
         topics = [(lab.lattice.events_topic(task), lab.lattice.results_topic(task), lab.lattice.dlq_topic(task))]
         progress(f"load stopped; checking (up to {settle_s:g}s for the last answers)")
@@ -492,13 +522,13 @@ def cut_run(
             if verdict.lost == 0 or time.monotonic() > deadline:
                 break
         regions = lab.emulated.regions
-        block = lab.lattice.region(region).block
         return {
             "region": region,
             "task": task,
             "rate": rate,
             "cut_s": cut_s,
             "links_cut": len(names),
+            "leaders_left_s": leaders_left_s,
             **cut_timings(lab.answers, lab.node_region, region, cut_us, heal_us),
             "before": window_stats(
                 lab.published, lab.answers, cut_us - int(before_s * 1e6) + 10_000_000, cut_us, regions
@@ -623,7 +653,8 @@ def cut_summary(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"cut {region} for {report['cut_s']:g}s ({report['links_cut']} links) under {report['rate']:g} events/s",
-            f"  its events answered from another region {s(report['served_elsewhere_s'])} after the cut "
+            f"  its partitions led from other regions {s(report.get('leaders_left_s'))} after the cut; "
+            f"its events answered from another region {s(report['served_elsewhere_s'])} after the cut "
             f"(its users saw the first such answer after {s(report['seen_elsewhere_s'])}); "
             f"all served at home again {s(report['home_again_s'])} after the links returned",
             f"  its events published during the cut: {during['answered']} answered (p50 {during['p50_ms']} ms, "

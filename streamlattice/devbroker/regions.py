@@ -324,10 +324,10 @@ class EmulatedRegions:
 
     # ---- looking ---------------------------------------------------------------------------
 
-    def leaders(self, topic: str, via: str | None = None) -> dict[int, str]:
+    def leaders(self, topic: str, via: str | None = None, request_timeout_ms: int = 30_000) -> dict[int, str]:
         """Partition -> the region whose broker leads it, as the metadata of `via`'s brokers says."""
         region_of = {b.node_id: b.region for b in self.brokers}
-        settings = self.settings(via or self.regions[0])
+        settings = self.settings(via or self.regions[0], request_timeout_ms=request_timeout_ms)
 
         async def describe() -> list[Any]:
             admin = make_admin(settings)

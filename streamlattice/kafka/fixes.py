@@ -20,17 +20,29 @@ request timeout (30 s) before the member looks for another coordinator, where Ja
 gives up after the session timeout. In an emulated region cut (docs/regions) the surviving
 workers kept heartbeating into the cut region's broker for 30 s; `apply()` bounds each
 heartbeat by the session timeout, after which aiokafka's own check marks the coordinator dead.
+
+Nor does any of its clients ask who leads a partition now when a request to a node goes
+unanswered: a produce or fetch request that times out is sent again to the same node, over a new
+connection that a blackholing network accepts (only a refused connection makes aiokafka ask), so
+until its metadata ages out (5 minutes) it never finds the partition's new leader. In a region
+cut (CI, the region cut test) the cut region's users published nothing anywhere, and the workers
+that took its partitions over read nothing, until the links returned 60 s later, though other
+brokers had led those partitions since 10 s after the cut. Java's client asks for metadata on
+every request timeout and disconnect; `apply()` makes aiokafka's do the same, and passes over
+the silent node for a few seconds (SILENT_S) so that the update asks a broker that answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka import errors as Errors
+from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetFetchRequest
 
@@ -68,8 +80,9 @@ async def ask_coordinator(call: Callable[[], Awaitable[T]], wait_s: float = COOR
 
 
 def apply() -> None:
-    """Install the fixes on aiokafka's group coordinator (once; later calls do nothing)."""
+    """Install the fixes on aiokafka's group coordinator and client (once; later calls do nothing)."""
     _bound_heartbeats()
+    _refresh_leaders_on_silence()
     original = GroupCoordinator._send_req
     if getattr(original, "_streamlattice_checked", False):
         return
@@ -114,6 +127,10 @@ def _bound_heartbeats() -> None:
             async with asyncio.timeout(session_s):  # in the heartbeat's own task, not a new one
                 return bool(await original(self))
         except TimeoutError:
+            # the node is as silent as one that let a request time out: pass it over too, so that
+            # finding the coordinator again asks a broker that answers
+            _silent(self._client)[self.coordinator_id] = time.monotonic() + SILENT_S
+            self._client.force_metadata_update()
             log.warning(
                 "heartbeat of group %s unanswered for the session timeout (%.0f s): the coordinator is lost",
                 self.group_id,
@@ -123,3 +140,41 @@ def _bound_heartbeats() -> None:
 
     _do_heartbeat._streamlattice_bounded = True  # type: ignore[attr-defined]
     GroupCoordinator._do_heartbeat = _do_heartbeat
+
+
+# How long a client passes over a node that let a request time out (no new connection, no
+# metadata request): the metadata update a timeout starts then asks another broker, instead of
+# waiting a second request timeout on the silent one (it picks a node at random). Java's client
+# likewise backs off reconnecting to a node it lost.
+SILENT_S = 10.0
+
+
+def _silent(client: AIOKafkaClient) -> dict[Any, float]:
+    """Node id -> until when (monotonic) `client` passes it over."""
+    return client.__dict__.setdefault("_streamlattice_silent", {})
+
+
+def _refresh_leaders_on_silence() -> None:
+    original_send = AIOKafkaClient.send
+    if getattr(original_send, "_streamlattice_refreshing", False):
+        return
+    original_get_conn = AIOKafkaClient._get_conn
+
+    async def send(self: AIOKafkaClient, node_id: Any, request: Any, **kwargs: Any) -> Any:
+        try:
+            return await original_send(self, node_id, request, **kwargs)
+        except Errors.RequestTimedOutError:
+            # raised here only by the client's own timeout (a broker's answer carries its error);
+            # a sender or fetcher that retries waits for this update first
+            _silent(self)[node_id] = time.monotonic() + SILENT_S
+            self.force_metadata_update()
+            raise
+
+    async def _get_conn(self: AIOKafkaClient, node_id: Any, **kwargs: Any) -> Any:
+        if _silent(self).get(node_id, 0.0) > time.monotonic():
+            return None  # callers take it as "not ready" (and the metadata update asks another node)
+        return await original_get_conn(self, node_id, **kwargs)
+
+    send._streamlattice_refreshing = True  # type: ignore[attr-defined]
+    AIOKafkaClient.send = send
+    AIOKafkaClient._get_conn = _get_conn

@@ -110,10 +110,34 @@ class Outbox:
                     await producer.stop()
 
     async def send(self, items: Sequence[Outgoing]) -> list[Delivery]:
-        """Hand records to the producer, one batch per topic partition; `settle` waits for them."""
-        producer = self.producer
-        sent = await send_batches(producer, [item.message for item in items])
-        return [Delivery(future, [items[i] for i in held], producer) for future, held in sent]
+        """Hand records to the producer, one batch per topic partition; `settle` waits for them.
+
+        The producer holds one batch per partition until that partition's leader takes it; with
+        no leader (a broker died, a region is cut) handing over the next one times out after the
+        request timeout. The outbox then hands over what is left, however long it takes: giving
+        up would stop the worker (and its task) for what is only the cluster moving."""
+        deliveries: list[Delivery] = []
+        left = list(items)
+        while left:
+            producer = self.producer
+            handed: list[tuple[asyncio.Future[Any], list[int]]] = []
+            try:
+                await send_batches(producer, [item.message for item in left], handed)
+            except (KafkaTimeoutError, ProducerClosed) as e:  # closed: `settle` just replaced it
+                waiting = e
+            else:
+                waiting = None
+            deliveries += [Delivery(future, [left[i] for i in held], producer) for future, held in handed]
+            taken = {i for _, held in handed for i in held}
+            left = [item for i, item in enumerate(left) if i not in taken]
+            if waiting is not None:
+                log.warning(
+                    "%d records for %s wait for their partition's leader (%r); handing them over again",
+                    len(left),
+                    where(left[0]),
+                    waiting,
+                )
+        return deliveries
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Return once every record of `deliveries` is delivered, in some form, or set aside."""
