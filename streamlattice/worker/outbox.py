@@ -117,27 +117,26 @@ class Outbox:
         request timeout. The outbox then hands over what is left, however long it takes: giving
         up would stop the worker (and its task) for what is only the cluster moving."""
         deliveries: list[Delivery] = []
-        left = list(items)
-        while left:
+        left = items
+        while True:
             producer = self.producer
             handed: list[tuple[asyncio.Future[Any], list[int]]] = []
+            waiting: BaseException | None = None
             try:
                 await send_batches(producer, [item.message for item in left], handed)
             except (KafkaTimeoutError, ProducerClosed) as e:  # closed: `settle` just replaced it
                 waiting = e
-            else:
-                waiting = None
             deliveries += [Delivery(future, [left[i] for i in held], producer) for future, held in handed]
+            if waiting is None:
+                return deliveries
             taken = {i for _, held in handed for i in held}
             left = [item for i, item in enumerate(left) if i not in taken]
-            if waiting is not None:
-                log.warning(
-                    "%d records for %s wait for their partition's leader (%r); handing them over again",
-                    len(left),
-                    where(left[0]),
-                    waiting,
-                )
-        return deliveries
+            log.warning(
+                "%d records for %s wait for their partition's leader (%r); handing them over again",
+                len(left),
+                where(left[0]),
+                waiting,
+            )
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Return once every record of `deliveries` is delivered, in some form, or set aside."""
