@@ -482,3 +482,44 @@ def test_a_request_that_times_out_asks_for_metadata_and_passes_the_silent_node_o
         return len(asked), await client._get_conn(7)  # passed over: no connection attempted
 
     assert asyncio.run(main()) == (1, None)
+
+
+def test_a_fetch_a_silent_leader_never_answers_times_out_past_its_wait_not_after_the_request_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch in flight to a cut-off leader is cancelled by every rebalance and sent again to the
+    same node, so the 30 s request timeout may never run out (the regions test on CI read nothing
+    from a cut region's partitions for the whole cut): a fetch gets its own bound (fixes.py)."""
+    from aiokafka.client import AIOKafkaClient, ConnectionGroup
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.protocol.fetch import FetchRequest
+
+    fixes.apply()
+    monkeypatch.setattr(fixes, "FETCH_SILENCE_S", 0.3)
+    closed: list[object] = []
+
+    class BlackholedConnection:
+        def send(self, request: object, expect_response: bool = True) -> asyncio.Future[object]:
+            return asyncio.get_running_loop().create_future()  # never answered
+
+        def connected(self) -> bool:
+            return True
+
+        def close(self, reason: object = None) -> None:
+            closed.append(reason)
+
+    async def main() -> tuple[float, int, object]:
+        client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9", request_timeout_ms=30_000)
+        asked: list[int] = []
+        client.force_metadata_update = lambda: asked.append(1)  # type: ignore[method-assign]
+        client._conns[(7, ConnectionGroup.DEFAULT)] = BlackholedConnection()
+        started = time.monotonic()
+        with pytest.raises(RequestTimedOutError):
+            await client.send(7, FetchRequest(100, 1, 1 << 20, 1, [("t", [(0, 0, 1 << 20)])]))
+        took = time.monotonic() - started
+        del client._conns[(7, ConnectionGroup.DEFAULT)]
+        return took, len(asked), await client._get_conn(7)
+
+    took, asked, conn = asyncio.run(main())
+    assert 0.4 <= took < 2.0  # its wait (0.1 s) and the bound, not the 30 s request timeout
+    assert (asked, conn, len(closed)) == (1, None, 1)  # metadata asked, the node passed over, its connection closed

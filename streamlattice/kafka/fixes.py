@@ -29,7 +29,9 @@ cut (CI, the region cut test) the cut region's users published nothing anywhere,
 that took its partitions over read nothing, until the links returned 60 s later, though other
 brokers had led those partitions since 10 s after the cut. Java's client asks for metadata on
 every request timeout and disconnect; `apply()` makes aiokafka's do the same, and passes over
-the silent node for a few seconds (SILENT_S) so that the update asks a broker that answers.
+the silent node for a few seconds (SILENT_S) so that the update asks a broker that answers. A
+fetch gets its own bound (FETCH_SILENCE_S past its wait), as a heartbeat does: a rebalance
+cancels a fetch in flight and sends a new one, so the 30 s request timeout may never run out.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka import errors as Errors
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.conn import CloseReason
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetFetchRequest
+from aiokafka.protocol.fetch import FetchRequest
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,14 @@ def _bound_heartbeats() -> None:
 # waiting a second request timeout on the silent one (it picks a node at random). Java's client
 # likewise backs off reconnecting to a node it lost.
 SILENT_S = 10.0
+# How long past its own wait (fetch_max_wait_ms) a fetch may go unanswered before its node counts as
+# silent. A fetch to a cut-off leader otherwise waits the whole request timeout (30 s), and every
+# rebalance cancels it and sends a new one to the same node: in a region cut (the regions test on
+# CI) the plan that handed the cut region's partitions to another node came 25 s after the first
+# rebalance, and that node read nothing from them until the links returned. The session timeout,
+# the same bound a heartbeat gets: a broker that answers no fetch for that long has lost its
+# followers' fetches too, and the controller moves its leadership.
+FETCH_SILENCE_S = 10.0
 
 
 def _silent(client: AIOKafkaClient) -> dict[Any, float]:
@@ -162,7 +174,16 @@ def _refresh_leaders_on_silence() -> None:
 
     async def send(self: AIOKafkaClient, node_id: Any, request: Any, **kwargs: Any) -> Any:
         try:
-            return await original_send(self, node_id, request, **kwargs)
+            if not isinstance(request, FetchRequest):
+                return await original_send(self, node_id, request, **kwargs)
+            try:
+                async with asyncio.timeout(request._max_wait_ms / 1000 + FETCH_SILENCE_S):
+                    return await original_send(self, node_id, request, **kwargs)
+            except TimeoutError:
+                conn = self._conns.get((node_id, kwargs.get("group", ConnectionGroup.DEFAULT)))
+                if conn is not None:  # as aiokafka does at its own timeout: renewed on the next request
+                    conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+                raise Errors.RequestTimedOutError() from None
         except Errors.RequestTimedOutError:
             # raised here only by the client's own timeout (a broker's answer carries its error);
             # a sender or fetcher that retries waits for this update first
