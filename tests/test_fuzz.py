@@ -69,7 +69,16 @@ def test_atheris_finds_no_escape(worker: Worker, tmp_path: Path) -> None:
     for i in range(8):
         (corpus / f"seed{i}").write_bytes(valid_event(worker.task.name, rng))
     harness = Path(__file__).with_name("fuzzing.py")
-    cmd = [sys.executable, str(harness), worker.task.name, "-runs=5000", "-max_len=4096", "-seed=1", str(corpus)]
+    cmd = [
+        sys.executable,
+        str(harness),
+        worker.task.name,
+        "-runs=5000",
+        "-max_len=4096",
+        "-seed=1",
+        f"-artifact_prefix={tmp_path}/",
+        str(corpus),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"atheris found an escape:\n{done.stderr[-4000:]}"
     runs = re.search(r"Done (\d+) runs", done.stderr)
