@@ -89,7 +89,15 @@ class Proc:
 class Lab:
     """The lattice under test: cluster, router, workers and load, all stopped by `close`."""
 
-    def __init__(self, workdir: Path, lattice: Lattice, tasks: list[str], mode: str, progress: Callable[[str], None]):
+    def __init__(
+        self,
+        workdir: Path,
+        lattice: Lattice,
+        tasks: list[str],
+        mode: str,
+        progress: Callable[[str], None],
+        router: bool = True,
+    ):
         self.workdir = workdir
         self.base = lattice
         self.tasks = tasks
@@ -98,6 +106,7 @@ class Lab:
         self.data_dir = workdir / "kafka"
         self.bootstrap = ""
         self.lattice: Lattice | None = None
+        self.with_router = router
         self.router: Proc | None = None
         self.workers: list[Proc] = []
         self.acknowledged: list[str] = []
@@ -110,7 +119,8 @@ class Lab:
     # ---- set-up ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the cluster, make the lattice's topics and models, start the router and workers."""
+        """Start the cluster, make the lattice's topics and models, start the router (unless the lab
+        runs without one: its caller publishes plans itself) and workers."""
         self.say("starting a three-broker cluster")
         for attempt in range(3):
             try:
@@ -127,10 +137,11 @@ class Lab:
         asyncio.run(ensure_topics(KafkaSettings(bootstrap=self.bootstrap), self.lattice))
         for task in self.tasks:
             build_model(self.lattice.task(task))
-        self.router = Proc(
-            "router", [*self._common(), "router", "--web-port", str(dev.free_port())], self._log("router")
-        )
-        self.router.start(self._env())
+        if self.with_router:
+            self.router = Proc(
+                "router", [*self._common(), "router", "--web-port", str(dev.free_port())], self._log("router")
+            )
+            self.router.start(self._env())
         for task in self.tasks:
             for region in self.lattice.regions:
                 self.add_worker(task, region.name)

@@ -28,7 +28,12 @@ from streamlattice.cli.base import State, pass_state
     default=None,
     help="Farthest (one-way) a partition is served from home while there is room [20].",
 )
-@click.option("--pause-s", type=click.FloatRange(min=0), default=None, help="Rebalance pause of a planned move [3].")
+@click.option(
+    "--pause-s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Rebalance pause of a planned move [0.8, measured: --measure-pause].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option(
     "--png",
@@ -46,6 +51,22 @@ from streamlattice.cli.base import State, pass_state
     help="Where --sweep writes sweep.json and sweep.png.",
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Simulations at once (--sweep).")
+@click.option(
+    "--measure-pause",
+    is_flag=True,
+    help="Measure the pause of a planned move on live Kafka (three brokers, a worker per region, load) "
+    "and write it to --out as pause-MODE.json, instead of simulating.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["alo", "eos"]),
+    default="alo",
+    show_default=True,
+    help="The workers' delivery mode (--measure-pause).",
+)
+@click.option(
+    "--moves", type=click.IntRange(min=1), default=8, show_default=True, help="Planned moves (--measure-pause)."
+)
 @pass_state
 def simulate(
     state: State,
@@ -60,12 +81,18 @@ def simulate(
     sweep: bool,
     out: Path,
     jobs: int,
+    measure_pause: bool,
+    mode: str,
+    moves: int,
 ) -> None:
     """Replay a day of power and load through the placement code: Kafka's range assignor, region-local
     sticky (KIP-881), least-loaded, the lattice and the least-carbon oracle, side by side (carbon per
     1,000 inferences as SCI, latency, overload, moves)."""
     if sweep:
         _sweep(state, hours, out, jobs)
+        return
+    if measure_pause:
+        _measure_pause(state, out, mode, moves)
         return
     from dataclasses import replace
 
@@ -97,3 +124,22 @@ def _sweep(state: State, hours: float, out: Path, jobs: int) -> None:
     (out / "sweep.json").write_text(json.dumps(report, indent=1) + "\n")
     draw_sweep(report, out / "sweep.png")
     click.echo(f"report: {out / 'sweep.json'}, plot: {out / 'sweep.png'}")
+
+
+def _measure_pause(state: State, out: Path, mode: str, moves: int) -> None:
+    import tempfile
+
+    from streamlattice.chaos.rebalance import measure
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamlattice-pause-"))
+    click.echo(f"cluster and logs in {workdir}", err=True)
+    report = measure(state.lattice, workdir, mode=mode, moves=moves, progress=lambda m: click.echo(m, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"pause-{mode}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    p = report["pause_s"]
+    click.echo(
+        f"planned-move pause ({mode}, {len(report['moves'])} moves): mean over partitions "
+        f"{p.get('min')}-{p.get('max')} s "
+        f"(median {p.get('median')}); lost {report['verdict']['lost']}; report: {path}"
+    )
