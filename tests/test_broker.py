@@ -74,6 +74,30 @@ def test_a_taken_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
             dev.start(tmp_path / "b", port=port, progress=lambda _: None)
 
 
+def test_free_ports_are_drawn_where_no_outgoing_connection_can_take_them() -> None:
+    # Why: the local port of a connection made now is a port no broker can bind afterwards.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as client:
+            taken = client.getsockname()[1]
+            assert not dev.port_is_free(taken)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [dev.free_port() for _ in range(50)] + [dev.free_port_block(3) + i for _ in range(10) for i in range(3)]
+    assert all(p < low for p in ports), "a port from the ephemeral range was handed out"
+    assert len(set(ports)) == len(ports), "a port was handed out twice"
+
+
+def test_a_node_that_fails_to_start_reports_its_error_not_just_its_shutdown(tmp_path: Path) -> None:
+    log = [f"[t] INFO starting {i}" for i in range(5)]
+    log += ["[t] ERROR [KafkaRaftServer nodeId=2] Fatal error during broker startup. Prepare to shutdown"]
+    log += [f"[t] INFO shutting down {i}" for i in range(40)]
+    (tmp_path / "server.log").write_text("\n".join(log))
+    tail = dev._log_tail(tmp_path)
+    assert "Fatal error during broker startup" in tail
+    assert tail.splitlines()[-1] == "[t] INFO shutting down 39"
+
+
 def test_missing_java_is_reported_plainly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     monkeypatch.setenv("STREAMLATTICE_CACHE", str(tmp_path / "cache"))

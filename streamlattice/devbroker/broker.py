@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -128,20 +129,42 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+# Ports handed out by this process and not yet bound by whoever asked: never handed out twice.
+_handed_out: set[int] = set()
+
+
+def _listen_range() -> tuple[int, int]:
+    """Where free ports are drawn from: below the OS's ephemeral range.
+
+    A port taken from the ephemeral range (what binding to port 0 returns) is free only until the
+    next outgoing connection on this machine picks it as its local port; Kafka's own nodes, and
+    every client of a parallel test, connect out while a cluster starts, and a node that then
+    binds it fails with "Address already in use". Ports below the range are never chosen by
+    connect(), so a port found free there stays free until someone binds it on purpose.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (10000, low) if low > 12000 else (low + 28000, 65535)
+
+
 def free_port() -> int:
-    """A port the OS considers free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that is free now and that no outgoing connection will take (see `_listen_range`)."""
+    return free_port_block(1)
 
 
-def free_port_block(n: int, attempts: int = 50) -> int:
-    """A port p with p, p+1, ..., p+n-1 all free right now (a multi-node cluster's client ports)."""
+def free_port_block(n: int, attempts: int = 200) -> int:
+    """A port p with p, p+1, ..., p+n-1 all free (see `free_port`): a multi-node cluster's client ports."""
+    low, high = _listen_range()
+    rng = random.SystemRandom()  # parallel test processes must not draw the same sequence
     for _ in range(attempts):
-        base = free_port()
-        if base + n <= 65535 and all(port_is_free(base + i) for i in range(n)):
+        base = rng.randrange(low, high - n)
+        block = range(base, base + n)
+        if not _handed_out.intersection(block) and all(port_is_free(p) for p in block):
+            _handed_out.update(block)
             return base
-    raise DevBrokerError(f"no {n} consecutive free ports found; pass --port")
+    raise DevBrokerError(f"no {n} consecutive free ports found in {low}-{high}; pass --port")
 
 
 def is_our_process(pid: int | None, data_dir: Path) -> bool:
@@ -295,10 +318,16 @@ def _java_command(jars: Path, heap_mb: int, node_dir: Path, main: list[str], ext
 
 
 def _log_tail(node_dir: Path, lines: int = 20) -> str:
+    """The last lines of a node's log, after its first ERROR lines: a node that fails to start logs
+    the reason once and then pages of shutdown, so the tail alone hides why it stopped."""
     for name in ("server.out", "server.log"):
         path = node_dir / name
         if path.exists() and path.stat().st_size:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            text = path.read_text(errors="replace").splitlines()
+            errors = [line for line in text if " ERROR " in line or " FATAL " in line][:5]
+            tail = text[-lines:]
+            head = [line for line in errors if line not in tail]
+            return "\n".join([*head, "[...]", *tail] if head else tail)
     return "(no log written)"
 
 
