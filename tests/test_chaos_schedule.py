@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlattice.chaos.checker import Timeline
-from streamlattice.chaos.schedule import DOWN_S, KINDS, Schedule, draw
+from streamlattice.chaos.schedule import DOWN_S, KINDS, PLAIN_KINDS, REGION_KINDS, Fault, Schedule, draw
 
 
 @settings(max_examples=100, deadline=None)
@@ -29,9 +29,31 @@ def test_a_seed_draws_the_same_schedule_and_faults_stay_apart_inside_the_run(
         previous_end = f.at_s + f.down_s
 
 
-def test_seeds_draw_every_kind_of_fault() -> None:
+def test_seeds_draw_every_kind_of_fault_and_a_region_cut_only_when_asked() -> None:
     drawn = {f.kind for seed in range(20) for f in draw(seed, 10, every_s=30).faults}
+    assert drawn == set(PLAIN_KINDS) and not drawn & set(REGION_KINDS)  # a plain cluster has no regions to cut
+    drawn = {f.kind for seed in range(20) for f in draw(seed, 10, every_s=30, kinds=KINDS).faults}
     assert drawn == set(KINDS)
+
+
+def test_a_region_cut_is_refused_without_emulated_regions_before_anything_starts(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from streamlattice.chaos.run import run
+    from streamlattice.cli import cli
+    from streamlattice.config import load_lattice
+
+    schedule = Schedule(1, 1.0, "alo", 10.0, (Fault(20.0, "region_cut", 0, 20.0),))
+    with pytest.raises(ValueError, match="needs emulated regions"):
+        run(schedule, load_lattice(), ["sensor"], tmp_path)
+    assert not (tmp_path / "kafka").exists()  # refused before a broker started
+    result = CliRunner().invoke(cli, ["chaos", "--kinds", "region_cut", "--minutes", "2", "--dry-run"])
+    assert result.exit_code == 2 and "add --regions-emulated" in result.output, result.output
+    result = CliRunner().invoke(cli, ["chaos", "--regions-emulated", "--tasks", "sensor,vision", "--dry-run"])
+    assert result.exit_code == 2 and "one task" in result.output, result.output
+    result = CliRunner().invoke(cli, ["chaos", "--regions-emulated", "--seed", "0-9", "--minutes", "10", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "region_cut" in result.output  # drawn from every kind once the regions are there
 
 
 def test_bad_schedules_are_refused_with_what_is_known() -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -132,9 +133,38 @@ class RegionLab(Lab):
         for region in regions:
             self.add_worker(self.task, region if self.placement == "local" else self.central)
         self._wait_for_assignment()
+        self._spawn(self._sample_rss)
         self._spawn(self._subscribe)
         if not self._subscribing.wait(60):
             raise RuntimeError("the subscribers did not start within 60 s")
+
+    # ---- faults: brokers are the regions', and a region can be cut --------------------------
+
+    def broker_ids(self) -> list[int]:
+        """Every region's broker."""
+        assert self.emulated is not None
+        return [b.node_id for b in self.emulated.brokers]
+
+    def stop_broker(self, node_id: int, sig: signal.Signals) -> None:
+        """Send a region's broker `sig` and wait until it has exited."""
+        assert self.emulated is not None
+        self.emulated.stop_broker(node_id, sig)
+
+    def start_brokers(self) -> None:
+        """Start the regions' brokers that are down; returns once all of them answer."""
+        assert self.emulated is not None
+        for b in self.emulated.brokers:
+            self.emulated.start_broker(b.node_id)
+
+    def cut_region(self, region: str) -> None:
+        """Blackhole `region`'s links (see `EmulatedRegions.cut`)."""
+        assert self.emulated is not None
+        self.emulated.cut(region)
+
+    def heal_region(self, region: str) -> None:
+        """Give `region` its links back."""
+        assert self.emulated is not None
+        self.emulated.heal(region)
 
     def _write_lattice(self) -> Lattice:
         """The lattice in a namespace of its own; with `same_power`, every region on the same

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlattice.chaos.checker import TREND_S, check, slope_per_min
-from streamlattice.chaos.schedule import Fault, Schedule
+from streamlattice.chaos.schedule import REGION_KINDS, Fault, Schedule
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.errors import DevBrokerError
@@ -255,6 +255,36 @@ class Lab:
                     w.rss.append((at, mb, w.popen.pid))
                     w.peak_rss_mb = max(w.peak_rss_mb, mb)
 
+    # ---- brokers, for the nemesis -----------------------------------------------------------
+
+    def broker_ids(self) -> list[int]:
+        """The cluster's broker node ids, running or not."""
+        return [s.node_id for s in dev.status(self.data_dir)]
+
+    def stop_broker(self, node_id: int, sig: signal.Signals) -> None:
+        """Send broker `node_id` `sig` and wait (up to 60 s) until it has exited."""
+        node = next(s for s in dev.status(self.data_dir) if s.node_id == node_id)
+        if node.pid is None or not node.running:
+            return
+        pid = node.pid
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 60
+        while dev.is_our_process(pid, self.data_dir.resolve()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def start_brokers(self) -> None:
+        """Start every broker that is down; returns once all of them answer."""
+        dev.start(self.data_dir, nodes=3, progress=lambda _: None)
+        asyncio.run(wait_for_brokers(KafkaSettings(bootstrap=self.bootstrap), 3, 120))
+
+    def cut_region(self, region: str) -> None:
+        """Cut `region`'s links: only a lab on emulated regions has any."""
+        raise NotImplementedError("a region cut needs emulated regions (streamlattice chaos --regions-emulated)")
+
+    def heal_region(self, region: str) -> None:
+        """Give `region` its links back."""
+        raise NotImplementedError("a region cut needs emulated regions (streamlattice chaos --regions-emulated)")
+
     def _spawn(self, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
@@ -344,31 +374,31 @@ class Nemesis:
     def broker_leader_kill(self, fault: Fault) -> dict[str, Any]:
         assert self.lab.lattice is not None
         node = leader_of_most(self.lab.bootstrap, [self.lab.lattice.events_topic(t) for t in self.lab.tasks])
-        pid = {s.node_id: s.pid for s in dev.status(self.lab.data_dir)}[node]
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        self.lab.stop_broker(node, signal.SIGKILL)
         time.sleep(fault.down_s)
-        self._restart_brokers()
+        self.lab.start_brokers()
         return {"target": f"broker {node}"}
 
     def broker_rolling_restart(self, fault: Fault) -> dict[str, Any]:
-        for node in dev.status(self.lab.data_dir):
-            if node.pid is not None and node.running:
-                os.kill(node.pid, signal.SIGTERM)
-                deadline = time.monotonic() + 60
-                while dev.is_our_process(node.pid, self.lab.data_dir.resolve()) and time.monotonic() < deadline:
-                    time.sleep(0.2)
+        for node in self.lab.broker_ids():
+            self.lab.stop_broker(node, signal.SIGTERM)
             time.sleep(fault.down_s)
-            self._restart_brokers()
+            self.lab.start_brokers()
         return {"target": "every broker"}
+
+    def region_cut(self, fault: Fault) -> dict[str, Any]:
+        assert self.lab.lattice is not None
+        region = self.lab.lattice.regions[fault.target % len(self.lab.lattice.regions)].name
+        self.lab.cut_region(region)
+        try:
+            time.sleep(fault.down_s)
+        finally:
+            self.lab.heal_region(region)
+        return {"target": region}
 
     def _restart(self, proc: Proc) -> None:
         proc.restarts += 1
         proc.start(self.lab._env())
-
-    def _restart_brokers(self) -> None:
-        dev.start(self.lab.data_dir, nodes=3, progress=lambda _: None)
-        asyncio.run(wait_for_brokers(KafkaSettings(bootstrap=self.lab.bootstrap), 3, 120))
 
 
 def leader_of_most(bootstrap: str, topics: list[str]) -> int:
@@ -425,10 +455,25 @@ def run(
     settle_s: float = 90.0,
     lag_bound: int | None = None,
     progress: Callable[[str], None] = print,
+    regions_emulated: bool = False,
 ) -> dict[str, Any]:
     """Run `schedule` against a fresh lab in `workdir`; the report (schedule, faults as applied,
-    the checker's verdict, RSS, worker crashes)."""
-    lab = Lab(workdir, lattice, tasks, schedule.mode, progress)
+    the checker's verdict, RSS, worker crashes).
+
+    With `regions_emulated`, the lab is the lattice's regions on emulated links (a broker per
+    region, delayed and cuttable; one task), and its schedule may cut a region."""
+    cuts = [f for f in schedule.faults if f.kind in REGION_KINDS]
+    if cuts and not regions_emulated:
+        raise ValueError(f"{cuts[0].kind} needs emulated regions (streamlattice chaos --regions-emulated)")
+    lab: Lab
+    if regions_emulated:
+        from streamlattice.chaos.regions import RegionLab  # it builds on this module's Lab
+
+        if len(tasks) != 1:
+            raise ValueError(f"a run on emulated regions runs one task, not {len(tasks)} ({', '.join(tasks)})")
+        lab = RegionLab(workdir, lattice, tasks[0], progress, placement="local", router=True, mode=schedule.mode)
+    else:
+        lab = Lab(workdir, lattice, tasks, schedule.mode, progress)
     bound = lag_bound if lag_bound is not None else max(50, int(schedule.rate * 2))
     applied: list[dict[str, Any]] = []
     try:
@@ -468,6 +513,7 @@ def run(
         return {
             "schedule": schedule.to_json(),
             "tasks": tasks,
+            "regions_emulated": regions_emulated,
             "lag_bound": bound,
             "faults": [{**a, **r} for a, r in zip(applied, verdict.recoveries, strict=True)],
             "verdict": verdict.to_json(),

@@ -21,8 +21,11 @@ DOWN_S: dict[str, tuple[float, float]] = {
     "leader_kill_in_rebalance": (2.0, 8.0),  # a worker joins; SIGKILL the leader while it assigns
     "broker_leader_kill": (5.0, 20.0),  # SIGKILL the broker leading most event partitions
     "broker_rolling_restart": (2.0, 5.0),  # SIGTERM and restart each broker in turn, down_s apart
+    "region_cut": (15.0, 45.0),  # blackhole every link of one region's data centre, then heal them
 }
 KINDS = tuple(DOWN_S)
+REGION_KINDS = ("region_cut",)  # faults that need emulated regions (chaos --regions-emulated)
+PLAIN_KINDS = tuple(k for k in KINDS if k not in REGION_KINDS)  # what a plain three-broker cluster can take
 MODES = ("alo", "eos")
 
 
@@ -73,7 +76,7 @@ def draw(
     mode: str = "alo",
     rate: float = 100.0,
     every_s: float = 60.0,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] = PLAIN_KINDS,
     warm_up_s: float = 15.0,
     quiet_s: float = 15.0,
 ) -> Schedule:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from streamlattice.chaos.schedule import KINDS, MODES, Schedule, draw
+from streamlattice.chaos.schedule import KINDS, MODES, PLAIN_KINDS, REGION_KINDS, Schedule, draw
 from streamlattice.cli.base import State, pass_state
 
 
@@ -34,8 +34,18 @@ def _seeds(text: str) -> list[int]:
 )
 @click.option("--rate", type=float, default=100.0, show_default=True, help="Events/s published, open loop.")
 @click.option("--every", type=float, default=60.0, show_default=True, help="Seconds between faults (±30%).")
-@click.option("--kinds", default=",".join(KINDS), show_default=True, help="Fault kinds to draw from.")
+@click.option(
+    "--kinds",
+    help=f"Fault kinds to draw from (comma-separated) [{','.join(PLAIN_KINDS)}; with --regions-emulated also "
+    f"{','.join(REGION_KINDS)}].",
+)
 @click.option("--tasks", default="sensor", show_default=True, help="Tasks to run workers of (comma-separated).")
+@click.option(
+    "--regions-emulated",
+    is_flag=True,
+    help="Run on the lattice's regions emulated with real delay (a broker per region, links that can be cut; "
+    "one task), so that a schedule can cut a region.",
+)
 @click.option(
     "--replay",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -56,8 +66,9 @@ def chaos(
     mode: str,
     rate: float,
     every: float,
-    kinds: str,
+    kinds: str | None,
     tasks: str,
+    regions_emulated: bool,
     replay: Path | None,
     output: Path | None,
     workdir: Path | None,
@@ -68,11 +79,18 @@ def chaos(
     Starts a three-broker cluster, the router and a worker per task and region under open-loop
     load, and applies the schedule's faults: SIGKILL or SIGSTOP of a worker, the router killed,
     the group leader killed during a rebalance, the leading broker killed, a rolling restart of
-    the brokers. A checker that shares no code with the worker then reads every topic with
-    read_committed and reports events published, answered, lost, duplicated, per-key order
-    violations, the recovery after each fault and the workers' RSS. Exit code 0 only if nothing
-    was lost (and, with --mode eos, nothing duplicated or reordered).
+    the brokers, and with --regions-emulated a region's links cut and healed. A checker that
+    shares no code with the worker then reads every topic with read_committed and reports events
+    published, answered, lost, duplicated, per-key order violations, the recovery after each
+    fault and the workers' RSS. Exit code 0 only if nothing was lost (and, with --mode eos,
+    nothing duplicated or reordered).
+
+    With --regions-emulated the lattice runs on its regions emulated on this machine (a broker
+    per region, every cross-region hop delayed by lattice.toml's latencies through Toxiproxy,
+    a worker per region of one task), as `streamlattice regions` does.
     """
+    known = KINDS if regions_emulated else PLAIN_KINDS
+    kind_list = [k for k in kinds.split(",") if k] if kinds else list(known)
     try:
         schedules = (
             [Schedule.from_json(json.loads(replay.read_text()))]
@@ -84,13 +102,22 @@ def chaos(
                     MODES[s % 2] if mode == "both" else mode,
                     rate,
                     every,
-                    [k for k in kinds.split(",") if k],
+                    kind_list,
                 )
                 for s in _seeds(seeds)
             ]
         )
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         raise click.BadParameter(str(e)) from None
+    for schedule in schedules:
+        needs = sorted({f.kind for f in schedule.faults} & set(REGION_KINDS))
+        if needs and not regions_emulated:
+            raise click.BadParameter(
+                f"{', '.join(needs)} needs emulated regions: add --regions-emulated", param_hint="--kinds/--replay"
+            )
+    task_list = [t for t in tasks.split(",") if t]
+    if regions_emulated and len(task_list) != 1:
+        raise click.BadParameter(f"with --regions-emulated, one task (not {tasks!r})", param_hint="--tasks")
     if dry_run:
         for schedule in schedules:
             click.echo(schedule.dumps())
@@ -103,7 +130,6 @@ def chaos(
         ) from None
     from streamlattice.chaos.run import markdown, passed, run, summary, write
 
-    task_list = [t for t in tasks.split(",") if t]
     for t in task_list:
         state.lattice.task(t)
     failures = 0
@@ -111,7 +137,14 @@ def chaos(
     for schedule in schedules:
         where = Path(workdir or tempfile.mkdtemp(prefix=f"sl-chaos-{schedule.seed}-"))
         where.mkdir(parents=True, exist_ok=True)
-        report = run(schedule, state.lattice, task_list, where, progress=lambda m: click.echo(m, err=True))
+        report = run(
+            schedule,
+            state.lattice,
+            task_list,
+            where,
+            progress=lambda m: click.echo(m, err=True),
+            regions_emulated=regions_emulated,
+        )
         name = f"chaos-{schedule.seed}-{schedule.mode}.json"
         path = (output / name if output.suffix != ".json" else output) if output else Path(name)
         write(report, path)

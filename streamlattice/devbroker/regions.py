@@ -110,6 +110,7 @@ class EmulatedRegions:
         self.proxy: Toxiproxy | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cut_regions: set[str] = set()
+        self._jars: Path | None = None
 
     def latency(self, a: str, b: str) -> float:
         """One-way latency between two regions, ms."""
@@ -234,7 +235,7 @@ class EmulatedRegions:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(parents=True)
-        jars = dev.install_jars(progress)
+        self._jars = jars = dev.install_jars(progress)
         links = self._plan()
         self.proxy = Toxiproxy(dev.free_port(), self.data_dir / "toxiproxy.log")
         try:
@@ -245,14 +246,12 @@ class EmulatedRegions:
             )
             cluster_id = dev.new_cluster_id()
             for b in self.brokers:
-                node_dir = self.data_dir / f"node-{b.node_id}-{b.region}"
+                node_dir = self._node_dir(b)
                 node_dir.mkdir()
                 props = node_dir / "server.properties"
                 props.write_text(self._properties(b, node_dir))
-                hosts = node_dir / "hosts"
-                hosts.write_text(self._hosts(b))
+                (node_dir / "hosts").write_text(self._hosts(b))
                 (node_dir / "log4j.properties").write_text(dev.LOG4J.format(path=node_dir / "server.log"))
-                extra = (f"-Djdk.net.hosts.file={hosts}", "-Dsun.net.inetaddr.ttl=0")
                 fmt = dev._java_command(
                     jars,
                     256,
@@ -262,33 +261,48 @@ class EmulatedRegions:
                 done = subprocess.run(fmt, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise DevBrokerError(f"formatting node {b.node_id} failed:\n" + (done.stdout + done.stderr)[-2000:])
-                with open(node_dir / "server.out", "wb") as out:
-                    proc = subprocess.Popen(
-                        dev._java_command(jars, 384, node_dir, ["kafka.Kafka", str(props)], extra),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-                b.pid = proc.pid
-                self.procs.append(proc)
+                self._launch(b)
             (self.data_dir / "regions.json").write_text(
                 json.dumps({"brokers": [asdict(b) for b in self.brokers], "toxiproxy_port": self.proxy.port}, indent=2)
             )
             progress(f"starting {len(self.brokers)} Kafka brokers, one per region (racks {', '.join(self.regions)})")
-
-            def alive() -> None:
-                for b, p in zip(self.brokers, self.procs, strict=True):
-                    if p.poll() is not None:
-                        log = self.data_dir / f"node-{b.node_id}-{b.region}"
-                        raise DevBrokerError(
-                            f"the broker of {b.region} exited with {p.returncode}; its log ends:\n" + dev._log_tail(log)
-                        )
-
-            asyncio.run(wait_for_brokers(self.settings(self.regions[0]), len(self.brokers), timeout_s, [alive]))
+            self._wait_for_brokers(timeout_s)
         except BaseException:
             self.stop()
             raise
+
+    def _node_dir(self, b: RegionBroker) -> Path:
+        return self.data_dir / f"node-{b.node_id}-{b.region}"
+
+    def _launch(self, b: RegionBroker) -> None:
+        """Start (or start again) `b`'s JVM on its formatted log directory."""
+        assert self._jars is not None, "start() first"
+        node_dir = self._node_dir(b)
+        extra = (f"-Djdk.net.hosts.file={node_dir / 'hosts'}", "-Dsun.net.inetaddr.ttl=0")
+        command = dev._java_command(
+            self._jars, 384, node_dir, ["kafka.Kafka", str(node_dir / "server.properties")], extra
+        )
+        with open(node_dir / "server.out", "ab") as out:
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        b.pid = proc.pid
+        i = self.brokers.index(b)
+        if i < len(self.procs):
+            self.procs[i] = proc
+        else:
+            self.procs.append(proc)
+
+    def _wait_for_brokers(self, timeout_s: float) -> None:
+        def alive() -> None:
+            for b, p in zip(self.brokers, self.procs, strict=True):
+                if p.poll() is not None:
+                    raise DevBrokerError(
+                        f"the broker of {b.region} exited with {p.returncode}; its log ends:\n"
+                        + dev._log_tail(self._node_dir(b))
+                    )
+
+        asyncio.run(wait_for_brokers(self.settings(self.regions[0]), len(self.brokers), timeout_s, [alive]))
 
     def stop(self) -> None:
         """Stop the brokers (SIGKILL after 30 s) and the proxies."""
@@ -307,6 +321,27 @@ class EmulatedRegions:
             self.proxy.stop()
 
     # ---- faults ----------------------------------------------------------------------------
+
+    def stop_broker(self, node_id: int, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> None:
+        """Send broker `node_id` `sig` (SIGKILL: it dies at once; SIGTERM: it shuts down cleanly,
+        SIGKILL after `timeout_s`) and reap it."""
+        b = next(b for b in self.brokers if b.node_id == node_id)
+        proc = self.procs[self.brokers.index(b)]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def start_broker(self, node_id: int, timeout_s: float = 120.0) -> None:
+        """Start broker `node_id` again on its data (if it is not running); returns once every
+        broker answers."""
+        b = next(b for b in self.brokers if b.node_id == node_id)
+        if self.procs[self.brokers.index(b)].poll() is not None:
+            self._launch(b)
+        self._wait_for_brokers(timeout_s)
 
     def cut(self, region: str) -> list[str]:
         """Isolate `region`'s data centre (see `cut_hops`); the names of the proxies cut."""
