@@ -153,8 +153,7 @@ class RegionLab(Lab):
     def start_brokers(self) -> None:
         """Start the regions' brokers that are down; returns once all of them answer."""
         assert self.emulated is not None
-        for b in self.emulated.brokers:
-            self.emulated.start_broker(b.node_id)
+        self.emulated.start_brokers()
 
     def cut_region(self, region: str) -> None:
         """Blackhole `region`'s links (see `EmulatedRegions.cut`)."""

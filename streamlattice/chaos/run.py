@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlattice.chaos.checker import TREND_S, check, slope_per_min
-from streamlattice.chaos.schedule import REGION_KINDS, Fault, Schedule
+from streamlattice.chaos.schedule import Fault, Schedule, check_lab
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.errors import DevBrokerError
@@ -462,15 +462,11 @@ def run(
 
     With `regions_emulated`, the lab is the lattice's regions on emulated links (a broker per
     region, delayed and cuttable; one task), and its schedule may cut a region."""
-    cuts = [f for f in schedule.faults if f.kind in REGION_KINDS]
-    if cuts and not regions_emulated:
-        raise ValueError(f"{cuts[0].kind} needs emulated regions (streamlattice chaos --regions-emulated)")
+    check_lab(schedule, tasks, regions_emulated)
     lab: Lab
     if regions_emulated:
         from streamlattice.chaos.regions import RegionLab  # it builds on this module's Lab
 
-        if len(tasks) != 1:
-            raise ValueError(f"a run on emulated regions runs one task, not {len(tasks)} ({', '.join(tasks)})")
         lab = RegionLab(workdir, lattice, tasks[0], progress, placement="local", router=True, mode=schedule.mode)
     else:
         lab = Lab(workdir, lattice, tasks, schedule.mode, progress)

@@ -104,3 +104,13 @@ def draw(
         faults.append(Fault(at, kind, rng.randrange(1 << 16), down))
         t = max(at + every_s * rng.uniform(0.7, 1.3), at + down + quiet_s)
     return Schedule(seed, minutes, mode, rate, tuple(faults))
+
+
+def check_lab(schedule: Schedule, tasks: Sequence[str], regions_emulated: bool) -> None:
+    """Refuse, before anything starts, a schedule the lab cannot run: a region cut needs emulated
+    regions, and a run on emulated regions serves one task. ValueError says what to change."""
+    needs = sorted({f.kind for f in schedule.faults} & set(REGION_KINDS))
+    if needs and not regions_emulated:
+        raise ValueError(f"{', '.join(needs)} needs emulated regions: add --regions-emulated")
+    if regions_emulated and len(tasks) != 1:
+        raise ValueError(f"a run on emulated regions runs one task, not {len(tasks)} ({', '.join(tasks)})")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from streamlattice.chaos.schedule import KINDS, MODES, PLAIN_KINDS, REGION_KINDS, Schedule, draw
+from streamlattice.chaos.schedule import KINDS, MODES, PLAIN_KINDS, REGION_KINDS, Schedule, check_lab, draw
 from streamlattice.cli.base import State, pass_state
 
 
@@ -109,15 +109,12 @@ def chaos(
         )
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         raise click.BadParameter(str(e)) from None
-    for schedule in schedules:
-        needs = sorted({f.kind for f in schedule.faults} & set(REGION_KINDS))
-        if needs and not regions_emulated:
-            raise click.BadParameter(
-                f"{', '.join(needs)} needs emulated regions: add --regions-emulated", param_hint="--kinds/--replay"
-            )
     task_list = [t for t in tasks.split(",") if t]
-    if regions_emulated and len(task_list) != 1:
-        raise click.BadParameter(f"with --regions-emulated, one task (not {tasks!r})", param_hint="--tasks")
+    try:
+        for schedule in schedules:
+            check_lab(schedule, task_list, regions_emulated)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--kinds/--tasks/--replay") from None
     if dry_run:
         for schedule in schedules:
             click.echo(schedule.dumps())

@@ -335,13 +335,14 @@ class EmulatedRegions:
                 proc.kill()
                 proc.wait()
 
-    def start_broker(self, node_id: int, timeout_s: float = 120.0) -> None:
-        """Start broker `node_id` again on its data (if it is not running); returns once every
-        broker answers."""
-        b = next(b for b in self.brokers if b.node_id == node_id)
-        if self.procs[self.brokers.index(b)].poll() is not None:
+    def start_brokers(self, timeout_s: float = 120.0) -> list[int]:
+        """Start every broker that is down again on its data, then wait once until every broker
+        answers; the node ids started."""
+        down = [b for b, p in zip(self.brokers, self.procs, strict=True) if p.poll() is not None]
+        for b in down:
             self._launch(b)
         self._wait_for_brokers(timeout_s)
+        return [b.node_id for b in down]
 
     def cut(self, region: str) -> list[str]:
         """Isolate `region`'s data centre (see `cut_hops`); the names of the proxies cut."""
