@@ -27,6 +27,13 @@ from streamlattice.worker.batch import Batch
 # against 137 with Kafka's 1 byte); at low rates it can add up to FETCH_WAIT_MS per event.
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 10
+# aiokafka keeps up to one fetched response per assigned partition, each up to this size, so a
+# worker that owns many partitions of a backlog holds partitions x this before decoding any of
+# it: at 4 MB (~4,900 sensor events) a worker draining 12 partitions peaked at 246 MB, at 1 MiB
+# at 135 MB with the same drain rate (bench/readahead.md); 256 KiB cost 40% of sensor
+# throughput. A larger record still arrives (the broker returns a partition's first batch
+# whole, KIP-74; tests/test_poison.py).
+FETCH_PARTITION_BYTES = 1024 * 1024
 
 
 class Intake:

@@ -49,7 +49,7 @@ from streamlattice.worker.batch import Batch, WorkerStats
 from streamlattice.worker.checkpoint import AtLeastOnce, Checkpoint, Transactional
 from streamlattice.worker.handoff import Inference
 from streamlattice.worker.heartbeat import Heartbeats, Meter
-from streamlattice.worker.intake import FETCH_MIN_BYTES, FETCH_WAIT_MS, Intake
+from streamlattice.worker.intake import FETCH_MIN_BYTES, FETCH_PARTITION_BYTES, FETCH_WAIT_MS, Intake
 from streamlattice.worker.membership import Membership
 from streamlattice.worker.outbox import Delivery, Outbox
 from streamlattice.worker.outgoing import Answers
@@ -183,6 +183,7 @@ class Worker:
             heartbeat_interval_ms=1_000,
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
         )
         await outbox.start()
         try:
