@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,22 +25,20 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from streamlattice.bench.answers import peak_rss_mb
 from streamlattice.config import load_lattice
+from streamlattice.devbroker.broker import free_port
 
 LATTICE = load_lattice()
 TASK = "sensor"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """The process's resident set now and at its peak (VmRSS, VmHWM), MB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+def rss_mb(pid: int) -> float:
+    """The process's resident set now (VmRSS), MB; its peak is `peak_rss_mb`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Lag:
@@ -75,7 +72,7 @@ def run_one(name: str, tree: Path, events: int) -> dict[str, float | str]:
     env = {**os.environ, "STREAMLATTICE_BOOTSTRAP": bootstrap}
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
     subprocess.run([*cli, "broker", "start", "--port", str(port), "--data-dir", str(data / "broker")], **quiet)
-    worker = None
+    worker, log = None, None
     try:
         subprocess.run([*cli, "topics", "init"], **quiet)
         subprocess.run([*cli, "produce", "--task", TASK, "--count", str(events)], **quiet)
@@ -104,7 +101,7 @@ def run_one(name: str, tree: Path, events: int) -> dict[str, float | str]:
             lag.close()
         drain_s = time.monotonic() - (started or time.monotonic())
         time.sleep(5)
-        final, peak = memory_mb(worker.pid)
+        final, peak = rss_mb(worker.pid), peak_rss_mb(worker.pid)
         return {
             "run": name,
             "peak_rss_mb": peak,
@@ -125,6 +122,8 @@ def run_one(name: str, tree: Path, events: int) -> dict[str, float | str]:
             stdout=subprocess.DEVNULL,
             check=False,
         )
+        if log is not None:
+            log.close()
         shutil.rmtree(data, ignore_errors=True)
 
 
