@@ -25,6 +25,9 @@ from streamlattice.worker.batch import Batch
 # A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
 # fetches for a broker that shares the machine (in one sweep at 11k events/s, sensor p99 73 ms
 # against 137 with Kafka's 1 byte); at low rates it can add up to FETCH_WAIT_MS per event.
+# 1 byte lowered low-load p99 (bench/fetch-min-bytes.md) but was reverted: with it, a
+# fresh-clone CI run lost one event of 40 in tests/test_poison.py (at-least-once, records
+# refused by Kafka, batches of 1-2 events), and soak run 5 lost events (docs/chaos).
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 10
 # aiokafka keeps up to one fetched response per assigned partition, each up to this size, so a
