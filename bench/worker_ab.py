@@ -1,10 +1,10 @@
 """Variants of the worker side by side, through `streamlattice bench`'s own harness.
 
-Each variant is the streamlattice worker contender with some of its settings changed before it
-starts (`--variant NAME:key=value,...`): `min_bytes` (the consumer's `fetch_min_bytes`)
-and `wait_ms` (its `fetch_max_wait_ms`). The variants (and any contender of the
-benchmark, e.g. `quixstreams`) run in one harness run, alternating over `--repeats`, at the same
-absolute offered loads, with the benchmark's method: open loop, unanswered events counted as
+Each variant is the streamlattice worker contender (its own file) with some settings changed
+before it starts (`--variant NAME:key=value,...`): `min_bytes` (the consumer's
+`fetch_min_bytes`) and `wait_ms` (its `fetch_max_wait_ms`). The variants (and any contender of
+the benchmark, e.g. `quixstreams`) run in one harness run, alternating over `--repeats`, at the
+same absolute offered loads, with the benchmark's method: open loop, unanswered events counted as
 failures, p99 as the median and min-max over repeats. Writes the JSON to `--output` and prints
 one line per variant.
 
@@ -23,23 +23,15 @@ from typing import Any
 
 from streamlattice.bench import FILES, harness
 
+# A variant is the worker contender's own file, run after the settings are changed.
 VARIANT = """
+import runpy
+
 from streamlattice.worker import runtime
 
 runtime.FETCH_MIN_BYTES = {min_bytes}
 runtime.FETCH_WAIT_MS = {wait_ms}
-
-from streamlattice.bench.answers import setup
-from streamlattice.cli import cli
-
-s = setup("streamlattice", "the worker, {name}")
-cli.main(
-    [
-        *("--bootstrap", s.bootstrap, "--config", str(s.lattice.source), "--log-level", "WARNING"),
-        *("worker", "--task", s.task, "--region", s.lattice.regions[0].name, "--node-id", "bench"),
-    ],
-    prog_name="streamlattice",
-)
+runpy.run_path({contender!r}, run_name="__main__")
 """
 
 
@@ -67,12 +59,14 @@ def main() -> None:
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
 
+    (worker,) = FILES["streamlattice"]
+    contender = str(harness.contenders_dir() / worker)
     variants: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sl-worker-ab-") as tmp:
         for spec in args.variant:
             name, settings = variant_settings(spec)
             path = Path(tmp) / f"{name}.py"
-            path.write_text(VARIANT.format(name=name, **settings))
+            path.write_text(VARIANT.format(contender=contender, **settings))
             FILES[name] = (str(path),)  # an absolute path: the harness joins it to contenders/ as is
             variants.append(name)
         curve = harness.TaskBench._curve
