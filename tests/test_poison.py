@@ -166,6 +166,46 @@ def test_records_kafka_refuses_fall_back_to_dead_letters_then_are_set_aside_and_
     assert worker.alive(), worker.text()[-3000:]
 
 
+@pytest.mark.timeout(60)
+def test_a_batch_handed_to_a_producer_that_is_stopping_fails_instead_of_waiting_for_ever(kafka: str) -> None:
+    """The outbox stops its producer when the broker refuses a batch, while the next batches of the
+    same partition wait behind it (kafka.fixes). aiokafka 0.14 appended such a batch after `stop()`
+    had taken stock, and never sent it: one result of a fresh-clone CI run of the test above waited
+    for ever. It must be refused (ProducerClosed, which the outbox sends again) or delivered."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import ProducerClosed
+
+    from streamlattice.kafka.clients import make_admin, make_producer, send_batches, start_client
+
+    settings = KafkaSettings(bootstrap=kafka)
+    topic = f"stopping-{os.urandom(4).hex()}"
+
+    async def main() -> str:
+        admin = make_admin(settings)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        producer = make_producer(settings, linger_ms=300)
+        await start_client(producer, settings)
+        await (await send_batches(producer, [(topic, b"warm", None, 0, None)]))[0][0]  # metadata known
+        ((first, _),) = await send_batches(producer, [(topic, b"first", None, 0, None)])  # lingers 300 ms
+        second = asyncio.create_task(send_batches(producer, [(topic, b"second", None, 0, None)]))
+        await asyncio.sleep(0.05)
+        assert not second.done(), "the second batch should wait for the first to leave"
+        await producer.stop()
+        await first
+        try:
+            ((future, _),) = await asyncio.wait_for(second, 5)
+        except ProducerClosed:
+            return "refused"
+        await asyncio.wait_for(future, 5)  # before the fix: never completes (TimeoutError)
+        return "delivered"
+
+    assert asyncio.run(main()) in {"refused", "delivered"}
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_model_that_raises_on_some_events_dead_letters_only_those(
     kafka: str,

@@ -32,11 +32,21 @@ every request timeout and disconnect; `apply()` makes aiokafka's do the same, an
 the silent node for a few seconds (SILENT_S) so that the update asks a broker that answers. A
 fetch gets its own bound (FETCH_SILENCE_S past its wait), as a heartbeat does: a rebalance
 cancels a fetch in flight and sends a new one, so the 30 s request timeout may never run out.
+aiokafka 0.14's producer can also take a record batch it will never send. `send_batch` waits
+while the partition's previous batch is in flight, then appends without looking again whether
+the producer was stopped meanwhile: `stop()` waits only for the batches it found when it began,
+then stops the sender, so a batch appended during that wait is never sent, and its delivery
+future never completes. The worker's outbox stops a producer whenever the broker refuses a
+batch (worker.outbox), with the next batches of the same partition often waiting behind it: in a
+fresh-clone CI run (test_poison, at-least-once, one-record batches) one result waited for ever
+and its event was neither answered nor dead-lettered. `apply()` makes such a batch fail with
+ProducerClosed, which the outbox already sends again on the producer that replaced it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -47,6 +57,7 @@ from aiokafka import errors as Errors
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.conn import CloseReason
 from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.protocol.commit import OffsetFetchRequest
 from aiokafka.protocol.fetch import FetchRequest
 
@@ -87,6 +98,7 @@ def apply() -> None:
     """Install the fixes on aiokafka's group coordinator and client (once; later calls do nothing)."""
     _bound_heartbeats()
     _refresh_leaders_on_silence()
+    _no_batch_after_stop()
     original = GroupCoordinator._send_req
     if getattr(original, "_streamlattice_checked", False):
         return
@@ -199,3 +211,28 @@ def _refresh_leaders_on_silence() -> None:
     send._streamlattice_refreshing = True  # type: ignore[attr-defined]
     AIOKafkaClient.send = send
     AIOKafkaClient._get_conn = _get_conn
+
+
+def _no_batch_after_stop() -> None:
+    """MessageAccumulator.add_batch as in aiokafka 0.14, but looking again after each wait whether
+    the producer was stopped meanwhile (see the module)."""
+    if getattr(MessageAccumulator.add_batch, "_streamlattice_checked", False):
+        return
+
+    async def add_batch(self: MessageAccumulator, builder: Any, tp: TopicPartition, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise Errors.ProducerClosed()
+            if self._exception is not None:
+                raise copy.copy(self._exception)
+            pending = self._batches.get(tp)
+            if not pending:
+                return asyncio.shield(self._append_batch(builder, tp).future)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Errors.KafkaTimeoutError()
+            await pending[-1].wait_drain(timeout=left)
+
+    add_batch._streamlattice_checked = True  # type: ignore[attr-defined]
+    MessageAccumulator.add_batch = add_batch
