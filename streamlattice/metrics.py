@@ -81,6 +81,12 @@ class RouterMetrics:
         self.partition_load = Gauge(
             "streamlattice_router_task_load_eps", "Arrival rate over all partitions", ("task",), registry=r
         )
+        self.hanging_aborted = Counter(
+            "streamlattice_router_hanging_transactions_aborted_total",
+            "Transactions no coordinator completes, aborted on a lattice topic (kafka.hanging)",
+            ("topic",),
+            registry=r,
+        )
         self.recommended_replicas = Gauge(
             "streamlattice_router_recommended_replicas",
             "Workers a region's partitions of a task need now (arrival, lag, measured capacity)",

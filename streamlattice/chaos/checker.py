@@ -172,6 +172,9 @@ class Verdict:
     undecodable: int = 0
     lost_ids: list[str] = field(default_factory=list)
     recoveries: list[dict[str, Any]] = field(default_factory=list)
+    # partitions whose last stable offset is below their end: a transaction holds them open, and
+    # nothing past it can be read with read_committed ("topic[partition]" -> stable, end)
+    held_open: dict[str, tuple[int, int]] = field(default_factory=dict)
     # waiting events (published, not yet answered) every LAG_STEP_S: max, last, and the slope
     # over the last TREND_S; a lattice that keeps up has a slope near 0
     lag: dict[str, float] = field(default_factory=dict)
@@ -179,6 +182,23 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         """The verdict as JSON-able data (at most 20 lost ids)."""
         return {**self.__dict__, "lost_ids": self.lost_ids[:20]}
+
+
+def held_open(bootstrap: str, topics: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """The partitions of `topics` whose last stable offset is below their end offset."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=30)
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(meta.topics[t].partitions)]
+
+    def ends(level: IsolationLevel) -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level, request_timeout=30)
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    stable, end = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)
+    return {f"{t}[{p}]": (stable[t, p], end[t, p]) for t, p in sorted(end) if stable[t, p] < end[t, p]}
 
 
 def check(
@@ -228,6 +248,7 @@ def check(
             if original is not None and original["event_id"] not in first_answer:
                 first_answer[original["event_id"]] = letter["time_us"]  # type: ignore[index]
                 verdict.dead_lettered += 1
+    verdict.held_open = held_open(bootstrap, [topic for names in tasks for topic in names])
     verdict.published = len(events)
     verdict.acknowledged_missing = len(set(acknowledged) - events.keys())
     verdict.answered = sum(1 for e in events if e in first_answer) - verdict.dead_lettered

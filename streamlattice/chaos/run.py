@@ -562,6 +562,12 @@ def summary(report: dict[str, Any]) -> str:
             f"waiting events: max {lag['max']}, at the end {lag['last']}, "
             f"trend {lag['slope_per_min']:+.1f}/min over the last 20 min (bound {report['lag_bound']})"
         )
+    held = v.get("held_open")
+    if held:
+        lines.append(
+            "held open by a transaction (nothing past it is readable with read_committed): "
+            + ", ".join(f"{tp} from {stable} (end {end})" for tp, (stable, end) in held.items())
+        )
     if report["load_error"]:
         lines.append(f"the load generator failed, so this run proves nothing: {report['load_error']}")
     not_back = [f["kind"] for f in report["faults"] if not f["recovered"]]

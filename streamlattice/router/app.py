@@ -26,6 +26,7 @@ from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
 from streamlattice.kafka.compacted import CompactedReader
 from streamlattice.kafka.groups import describe_group
+from streamlattice.kafka.hanging import heal
 from streamlattice.kafka.lag import group_offsets
 from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
@@ -33,6 +34,7 @@ from streamlattice.metrics import serve as serve_metrics
 from streamlattice.router.decisions import OffsetRates, TaskRouting, live_nodes, recommendations
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.records import Heartbeat, PublishedPlan, decode_heartbeats
+from streamlattice.worker.transactions import TRANSACTION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,13 @@ class RouterView:
             "tasks": tasks,
             "plans_published": self.plans_published,
         }
+
+
+# How often the router looks for hanging transactions, and how long a transaction must have
+# written nothing to count as one: four times the workers' transaction timeout, after which a
+# coordinator that knows the transaction has aborted it (worker.transactions).
+HEAL_EVERY_S = 30.0
+HANGING_AFTER_S = 4 * TRANSACTION_TIMEOUT_MS / 1000
 
 
 def make_app(
@@ -221,6 +230,26 @@ def make_app(
                         len(live),
                         routing.why,
                     )
+
+    lattice_partitions = [
+        TopicPartition(topic, p)
+        for task in lattice.tasks
+        for topic in (lattice.events_topic(task), lattice.results_topic(task), lattice.dlq_topic(task))
+        for p in range(lattice.total_partitions)
+    ]
+
+    @app.timer(interval=HEAL_EVERY_S)
+    async def abort_hanging() -> None:
+        """Abort the transactions that no coordinator completes on the lattice's topics (kafka.hanging)."""
+        if "admin" not in clients:
+            return
+        try:
+            aborted = await heal(clients["admin"]._client, lattice_partitions, HANGING_AFTER_S, now_us() // 1000)
+        except KafkaError as e:  # the next round asks again
+            log.info("router: hanging transactions not checked (%s)", e)
+            return
+        for t in aborted:
+            metrics.hanging_aborted.labels(t.tp.topic).inc()
 
     @app.page("/")
     async def everything(web: Any, request: Any) -> Any:
