@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamlattice.chaos.checker import held_open
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer
-from streamlattice.kafka.hanging import OpenTransaction, hanging, heal
+from streamlattice.kafka.hanging import OpenTransaction, hanging, heal, offsets_partition
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -39,6 +39,13 @@ def test_only_silent_transactions_no_coordinator_holds_count_as_hanging() -> Non
     opened = [txn(1, 200), txn(2, 200), txn(3, 30)]
     assert hanging(opened, in_hand={2}, now_ms=now, after_s=120) == [txn(1, 200)]
     assert hanging(opened, in_hand=set(), now_ms=now, after_s=10) == opened
+
+
+def test_a_groups_offsets_partition_is_the_one_kafka_uses() -> None:
+    # from a broker's transaction log (chaos soak run 5): this group's offsets went to partition
+    # 11 of 12; its Java hash code is negative, so Kafka's Utils.abs (not a bit mask) decides
+    assert offsets_partition("chaos9c3a07d9.workers.sensor", 12) == 11
+    assert offsets_partition("", 50) == 0
 
 
 @asynccontextmanager

@@ -54,6 +54,7 @@ from aiokafka.protocol.types import (
 log = logging.getLogger(__name__)
 
 TRANSACTION_STATE = "__transaction_state"
+CONSUMER_OFFSETS = "__consumer_offsets"
 # Transactions that a coordinator still has in hand (ListTransactions' states).
 IN_TRANSACTION = ("Ongoing", "PrepareCommit", "PrepareAbort")
 
@@ -77,6 +78,18 @@ def hanging(opened: Iterable[OpenTransaction], in_hand: set[int], now_ms: int, a
     """The transactions of `opened` that no coordinator will complete: silent for `after_s` and
     whose producer no coordinator lists as in a transaction (`in_hand`)."""
     return [t for t in opened if now_ms - t.last_write_ms >= after_s * 1000 and t.producer_id not in in_hand]
+
+
+def offsets_partition(group_id: str, partitions: int) -> int:
+    """The partition of `__consumer_offsets` that holds `group_id`'s offsets (Kafka's own rule:
+    the absolute value of the group id's Java hash code, modulo the partition count). A
+    worker's transaction commits its offsets there too, so a hanging one holds that partition too."""
+    data = group_id.encode("utf-16-be")  # Java strings hash their UTF-16 code units
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    signed = h - (1 << 32) if h & 0x80000000 else h
+    return (0 if signed == -(1 << 31) else abs(signed)) % partitions  # Kafka's Utils.abs
 
 
 # ---- the requests ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from streamlattice.config import Lattice
 from streamlattice.kafka.clients import KafkaSettings, broker_count, make_admin, make_consumer
 from streamlattice.kafka.compacted import CompactedReader
 from streamlattice.kafka.groups import describe_group
-from streamlattice.kafka.hanging import heal
+from streamlattice.kafka.hanging import CONSUMER_OFFSETS, heal, offsets_partition
 from streamlattice.kafka.lag import group_offsets
 from streamlattice.kafka.topics import TopicSpec, create_topics
 from streamlattice.metrics import RouterMetrics
@@ -240,11 +240,17 @@ def make_app(
 
     @app.timer(interval=HEAL_EVERY_S)
     async def abort_hanging() -> None:
-        """Abort the transactions that no coordinator completes on the lattice's topics (kafka.hanging)."""
+        """Abort the transactions that no coordinator completes on the lattice's topics and on its
+        groups' offsets partitions (kafka.hanging)."""
         if "admin" not in clients:
             return
+        client = clients["admin"]._client
         try:
-            aborted = await heal(clients["admin"]._client, lattice_partitions, HANGING_AFTER_S, now_us() // 1000)
+            offsets = len(await client._wait_on_metadata(CONSUMER_OFFSETS))
+            groups = [
+                TopicPartition(CONSUMER_OFFSETS, offsets_partition(lattice.group_id(t), offsets)) for t in lattice.tasks
+            ]
+            aborted = await heal(client, lattice_partitions + sorted(set(groups)), HANGING_AFTER_S, now_us() // 1000)
         except KafkaError as e:  # the next round asks again
             log.info("router: hanging transactions not checked (%s)", e)
             return
