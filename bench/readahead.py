@@ -25,20 +25,12 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamlattice.bench.answers import peak_rss_mb
+from streamlattice.bench.answers import peak_rss_mb, rss_mb
 from streamlattice.config import load_lattice
 from streamlattice.devbroker.broker import free_port
 
 LATTICE = load_lattice()
 TASK = "sensor"
-
-
-def rss_mb(pid: int) -> float:
-    """The process's resident set now (VmRSS), MB; its peak is `peak_rss_mb`."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Lag:

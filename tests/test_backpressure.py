@@ -22,6 +22,7 @@ import pytest
 from aiokafka import TopicPartition
 from conftest import WorkerProcess, write_lattice
 
+from streamlattice.bench import answers
 from streamlattice.config import Lattice, load_lattice
 from streamlattice.devbroker import broker as dev
 from streamlattice.errors import ProducerBackpressure
@@ -39,11 +40,10 @@ FLOOD_RATE = 4000.0  # events/s offered; the slow worker serves about 32 / 25 ms
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    """Resident memory of a running process, from /proc."""
+    mb = answers.rss_mb(pid)
+    assert mb is not None, f"no VmRSS for {pid}"
+    return mb
 
 
 @dataclass

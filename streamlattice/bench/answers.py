@@ -112,12 +112,22 @@ def result_size(lattice: Lattice, task: str) -> int:
     return len(Answers(lattice, task, "transport").one(value))
 
 
+def _status_mb(pid: int | str, field: str) -> float | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return None  # a process killed but not yet reaped has no memory lines
+
+
 def peak_rss_mb(pid: int | str) -> float:
     """A process's peak resident memory (VmHWM) in MB; `pid` "self" for this one."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _status_mb(pid, "VmHWM:") or 0.0
+
+
+def rss_mb(pid: int | str) -> float | None:
+    """A process's resident memory now (VmRSS) in MB; None once it has exited (not yet reaped).
+    Raises OSError when there is no such process."""
+    return _status_mb(pid, "VmRSS:")
 
 
 def stop_on_sigterm() -> asyncio.Event:

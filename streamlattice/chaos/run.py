@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamlattice.bench.answers import rss_mb
 from streamlattice.chaos.checker import TREND_S, check, slope_per_min
 from streamlattice.chaos.schedule import Fault, Schedule, check_lab
 from streamlattice.config import Lattice, load_lattice
@@ -247,11 +248,10 @@ class Lab:
                 if w.popen is None or not w.alive():
                     continue
                 try:
-                    found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{w.popen.pid}/status").read_text())
+                    mb = rss_mb(w.popen.pid)
                 except OSError:  # it exited between the check and the read
                     continue
-                if found is not None:  # a process killed but not yet reaped has no VmRSS
-                    mb = int(found.group(1)) / 1024
+                if mb is not None:
                     w.rss.append((at, mb, w.popen.pid))
                     w.peak_rss_mb = max(w.peak_rss_mb, mb)
 
