@@ -6,7 +6,7 @@ record, so a `read_committed` reader (every subscriber of results, the chaos che
 nothing beyond it, though the workers go on writing. Seen in chaos soak run 5 (exactly-once,
 seed 2001, Kafka 3.9.2): two brokers were killed a minute apart, and the broker that took the
 coordinator's partition of `__transaction_state` over answered for two transactional ids
-before loading their state. It gave them new producer ids (InvalidProducerIdMapping for the
+before it had loaded their state, as far as its log shows. It gave them new producer ids (InvalidProducerIdMapping for the
 worker's offset commit, then InitProducerId from the worker) and so forgot the transactions in
 flight: results partitions 2 and 9 kept one open each (offsets 75,353 and 128,997), and
 65,350 answered events stayed invisible to the end (docs/chaos/README.md). Java clients would
@@ -21,9 +21,9 @@ marker, written by the partition's leader). A transaction is taken for hanging o
 written nothing for `after_s` (well past the transaction timeout, after which a coordinator
 that knows it aborts it) and no coordinator lists its producer as in a transaction; a broker
 that does not answer, or a partition of `__transaction_state` without a leader, leaves every
-transaction alone for this round. Aborting hides its records,
-which is what the coordinator would have done: their events were not committed as consumed
-either, so the worker that took the partition over has answered them again.
+transaction alone for this round. Aborting hides its records, which is what the coordinator
+would have done: their events were not committed as consumed either, so the worker that took
+the partition over has answered them again.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class OpenTransaction:
     producer_epoch: int
     coordinator_epoch: int
     start_offset: int  # of its first record: the partition's last stable offset stops here
-    last_write_ms: int  # when the producer last wrote to the partition (broker clock)
+    last_write_ms: int  # the timestamp of its last batch there (the writer's clock, CreateTime)
 
 
 def hanging(opened: Iterable[OpenTransaction], in_hand: set[int], now_ms: int, after_s: float) -> list[OpenTransaction]:
