@@ -2,7 +2,8 @@
 
 Each variant is the streamlattice worker contender (its own file) with some settings changed
 before it starts (`--variant NAME:key=value,...`): `min_bytes` (the consumer's
-`fetch_min_bytes`) and `wait_ms` (its `fetch_max_wait_ms`). The variants (and any contender of
+`fetch_min_bytes`), `wait_ms` (its `fetch_max_wait_ms`) and `gc_freeze` (1 or 0: whether the
+worker freezes the objects alive at start out of the garbage collector's passes). The variants (and any contender of
 the benchmark, e.g. `quixstreams`) run in one harness run, alternating over `--repeats`, at the
 same absolute offered loads, with the benchmark's method: open loop, unanswered events counted as
 failures, p99 as the median and min-max over repeats. Writes the JSON to `--output` and prints
@@ -31,6 +32,7 @@ from streamlattice.worker import runtime
 
 runtime.FETCH_MIN_BYTES = {min_bytes}
 runtime.FETCH_WAIT_MS = {wait_ms}
+runtime.FREEZE_AT_START = bool({gc_freeze})
 runpy.run_path({contender!r}, run_name="__main__")
 """
 
@@ -38,9 +40,10 @@ runpy.run_path({contender!r}, run_name="__main__")
 def variant_settings(spec: str) -> tuple[str, dict[str, int]]:
     """`NAME:key=value,...` as (name, settings), the worker's own values for keys not given."""
     from streamlattice.worker.intake import FETCH_MIN_BYTES, FETCH_WAIT_MS
+    from streamlattice.worker.runtime import FREEZE_AT_START
 
     name, _, pairs = spec.partition(":")
-    settings = {"min_bytes": FETCH_MIN_BYTES, "wait_ms": FETCH_WAIT_MS}
+    settings = {"min_bytes": FETCH_MIN_BYTES, "wait_ms": FETCH_WAIT_MS, "gc_freeze": int(FREEZE_AT_START)}
     for pair in filter(None, pairs.split(",")):
         key, _, value = pair.partition("=")
         if key not in settings:

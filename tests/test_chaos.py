@@ -56,6 +56,9 @@ def test_a_short_seeded_schedule_loses_nothing(seed: int, mode: str, tmp_path: P
     assert v["published"] > RATE * 60, f"the run was too short to mean anything: {v}"
     assert passed(report), f"{summary(report)}\n{logs}"
     assert v["lost"] == 0 and v["acknowledged_missing"] == 0 and not report["crashed"]
+    # the zombie knew it had been gone past its session timeout, and took nothing until the rebalance
+    everything = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*.log")))
+    assert "stood still for" in everything, logs
     if mode == "eos":
         assert v["duplicated"] == 0 and v["order_violations"] == 0  # the zombie was fenced
     else:  # what the zombie had taken and not committed: a batch or two of its partitions

@@ -22,13 +22,13 @@ from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import Codec, codecs, stack_tensors
 from streamlattice.worker.batch import Batch
 
-# A fetch returns once it has this much, or after FETCH_WAIT_MS: under load, fewer and fuller
-# fetches for a broker that shares the machine (in one sweep at 11k events/s, sensor p99 73 ms
-# against 137 with Kafka's 1 byte); at low rates it can add up to FETCH_WAIT_MS per event.
-# 1 byte lowered low-load p99 (bench/fetch-min-bytes.md) but was reverted: with it, a
-# fresh-clone CI run lost one event of 40 in tests/test_poison.py (at-least-once, records
-# refused by Kafka, batches of 1-2 events), and soak run 5 lost events (docs/chaos).
-FETCH_MIN_BYTES = 64 * 1024
+# A fetch returns as soon as the broker holds any record for it (Kafka's default), or after
+# FETCH_WAIT_MS. Side by side at 500-5,000 events/s, 1 byte had the lower p99 in 7 of 8 cells
+# against 64 KiB (which made an event wait up to FETCH_WAIT_MS for a fuller fetch), and at
+# 8,000-14,000/s the two were mixed (bench/fetch-min-bytes.md). It was reverted once, for two
+# losses since explained and mended: an aiokafka race its one-record batches exposed
+# (kafka.fixes) and a broker's forgotten transactions (kafka.hanging).
+FETCH_MIN_BYTES = 1
 FETCH_WAIT_MS = 10
 # aiokafka keeps up to one fetched response per assigned partition, each up to this size, so a
 # worker that owns many partitions of a backlog holds partitions x this before decoding any of

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ from streamlattice.metrics import WorkerMetrics
 from streamlattice.power.energy import EnergyMeter, PowerModel
 from streamlattice.power.profiles import Clock, PowerSource
 from streamlattice.power.sources import PowerMeter, parse_power
+from streamlattice.router.assignor import request_rebalance
 from streamlattice.wire.clock import now_us
 from streamlattice.wire.codec import codecs
 from streamlattice.worker.batch import Batch, WorkerStats
@@ -60,6 +62,12 @@ log = logging.getLogger(__name__)
 # inference with Kafka I/O, few enough that a rebalance drains quickly.
 PIPELINE_DEPTH = 2
 SESSION_TIMEOUT_MS = 10_000
+# How often the event loop notes that it runs: a longer gap than the session timeout means
+# the node stood still (worker.runtime._stood_still).
+STALL_TICK_S = 0.5
+# Whether the objects alive when serving starts are frozen out of the garbage collector's
+# passes (gc.freeze): a full pass over a started vision worker's objects took 66-355 ms here.
+FREEZE_AT_START = False
 LOG_EVERY_S = 10.0
 # A schema registry that did not answer: how long before the batch is read again.
 REGISTRY_RETRY_S = 2.0
@@ -129,6 +137,10 @@ class Worker:
         self.checkpoint: Checkpoint | None = None  # made in `run`, with the clients it needs
         self._tracing = tracing.recording(tracer_provider)
         self._tracer = tracing.tracer(tracer_provider)
+        # When the event loop last ran its stall watch, and the generation during which the
+        # node stood still past its session timeout (None: it did not)
+        self._last_tick = time.monotonic()
+        self._stalled_in: int | None = None
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         # Published batches awaiting acknowledgement, in consumption order.
         self._acks: asyncio.Queue[tuple[Batch, list[Delivery]] | None] = asyncio.Queue(maxsize=4 * PIPELINE_DEPTH)
@@ -195,9 +207,16 @@ class Worker:
         self.membership.consumer = consumer
         checkpoint.bind(consumer)
         consumer.subscribe([topics[0]], listener=self.membership.listener(self.drain, checkpoint))
+        if FREEZE_AT_START:
+            # what is alive now (the model, its session, the modules, the clients) lives as long
+            # as the node: out of the collector's sight, so that its full passes stop walking it
+            gc.collect()
+            gc.freeze()
         publisher = asyncio.create_task(self._publish_loop(checkpoint), name="publish")
         committer = asyncio.create_task(self._commit_loop(checkpoint), name="commit")
         reporter = asyncio.create_task(self.heartbeats.run(lambda: outbox.producer, consumer, model), name="heartbeat")
+        self._last_tick = time.monotonic()  # loading the model took the time it took
+        watch = asyncio.create_task(self._watch_stalls(), name="stall-watch")
         try:
             await self._collect_loop(consumer, checkpoint, stop, publisher, committer)
             await self._queue.put(None)
@@ -205,7 +224,7 @@ class Worker:
             await self._acks.put(None)
             await committer
         finally:
-            for task in (publisher, committer, reporter):
+            for task in (publisher, committer, reporter, watch):
                 if not task.done():
                     task.cancel()
             with contextlib.suppress(Exception):
@@ -241,6 +260,12 @@ class Worker:
             age_ms = (time.monotonic() - first_at) * 1000 if pending else 0.0
             timeout_ms, room = self.policy.next_poll(len(pending), age_ms)
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+            if self._stood_still():
+                # Its partitions have moved on (or will, at the rebalance asked for): what it
+                # fetched is its successors' to answer, and answering it too only doubles it.
+                self.intake.rewind(consumer, pending + [m for msgs in fetched.values() for m in msgs])
+                pending = []
+                continue
             for msgs in fetched.values():
                 if msgs and not pending:
                     first_at = time.monotonic()
@@ -271,6 +296,37 @@ class Worker:
             with contextlib.suppress(RegistryUnavailable):  # stopping: what is not dispatched is read again
                 await self.intake.learn_schemas(pending)
                 await self._dispatch(pending, generation, checkpoint)
+
+    async def _watch_stalls(self) -> None:
+        while True:
+            await asyncio.sleep(STALL_TICK_S)
+            self._stood_still()
+
+    def _stood_still(self) -> bool:
+        """Whether the node stood still past its session timeout (SIGSTOP, a frozen host, a
+        blocked event loop) and the group has not rebalanced since.
+
+        The group counted it gone after the session timeout, so its partitions may already be
+        served elsewhere, and the records it fetched before, or fetches as it wakes (aiokafka
+        fetches for the old assignment until a heartbeat learns otherwise), would be answered
+        twice. It rejoins at once and takes nothing until the rebalance: a zombie's at-least-once
+        duplicates are then only the batches it had in flight (its exactly-once writes are fenced).
+        """
+        now = time.monotonic()
+        if now - self._last_tick > SESSION_TIMEOUT_MS / 1000 and self._stalled_in is None:
+            self._stalled_in = self.membership.generation
+            log.warning(
+                "node %s stood still for %.1f s, past its session timeout: it takes nothing until the group "
+                "has rebalanced",
+                self.node_id,
+                now - self._last_tick,
+            )
+            if self.membership.consumer is not None:
+                request_rebalance(self.membership.consumer)
+        self._last_tick = now
+        if self._stalled_in is not None and self._stalled_in != self.membership.generation:
+            self._stalled_in = None
+        return self._stalled_in is not None
 
     def _model_free(self) -> bool:
         # Free: nothing is inferring and the publisher has room for another batch.
