@@ -6,12 +6,12 @@ record, so a `read_committed` reader (every subscriber of results, the chaos che
 nothing beyond it, though the workers go on writing. Seen in chaos soak run 5 (exactly-once,
 seed 2001, Kafka 3.9.2): two brokers were killed a minute apart, and the broker that took the
 coordinator's partition of `__transaction_state` over answered for two transactional ids
-before it had loaded their state, as far as its log shows. It gave them new producer ids (InvalidProducerIdMapping for the
-worker's offset commit, then InitProducerId from the worker) and so forgot the transactions in
-flight: results partitions 2 and 9 kept one open each (offsets 75,353 and 128,997), and
-65,350 answered events stayed invisible to the end (docs/chaos/README.md). Java clients would
-have met the same broker; KIP-890's partition verification does not help, since the
-partitions had been added to the transactions.
+before it had loaded their state, as far as its log shows. It gave them new producer ids
+(InvalidProducerIdMapping for the worker's offset commit, then InitProducerId from the worker)
+and so forgot the transactions in flight: results partitions 2 and 9 kept one open each
+(offsets 75,353 and 128,997), and 65,350 answered events stayed invisible to the end
+(docs/chaos/README.md). Java clients would have met the same broker; KIP-890's partition
+verification does not help, since the partitions had been added to the transactions.
 
 Kafka's own remedy is an operator's: `kafka-transactions.sh find-hanging`, then `abort`
 (KIP-664). This module does the same with three requests aiokafka 0.14 does not offer:
