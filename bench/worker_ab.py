@@ -3,9 +3,9 @@
 Each variant is the streamlattice worker contender (its own file) with some settings changed
 before it starts (`--variant NAME:key=value,...`): `min_bytes` (the consumer's
 `fetch_min_bytes`), `wait_ms` (its `fetch_max_wait_ms`) and `gc_freeze` (1 or 0: whether the
-worker freezes the objects alive at start out of the garbage collector's passes). The variants (and any contender of
-the benchmark, e.g. `quixstreams`) run in one harness run, alternating over `--repeats`, at the
-same absolute offered loads, with the benchmark's method: open loop, unanswered events counted as
+worker freezes the objects alive at start out of the garbage collector's passes). The variants
+(and any contender of the benchmark, e.g. `quixstreams`) run in one harness run, alternating over
+`--repeats`, at the same absolute offered loads, with the benchmark's method: open loop, unanswered events counted as
 failures, p99 as the median and min-max over repeats. Writes the JSON to `--output` and prints
 one line per variant.
 

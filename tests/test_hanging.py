@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamlattice.chaos.checker import held_open
 from streamlattice.kafka.clients import KafkaSettings, make_admin, make_consumer
-from streamlattice.kafka.hanging import OpenTransaction, hanging, heal, offsets_partition
+from streamlattice.kafka.hanging import OpenTransaction, hanging, heal, offsets_partition, silent
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -37,8 +37,8 @@ def test_only_silent_transactions_no_coordinator_holds_count_as_hanging() -> Non
         return OpenTransaction(tp, pid, 0, -1, 10, int(now - silent_s * 1000))
 
     opened = [txn(1, 200), txn(2, 200), txn(3, 30)]
-    assert hanging(opened, in_hand={2}, now_ms=now, after_s=120) == [txn(1, 200)]
-    assert hanging(opened, in_hand=set(), now_ms=now, after_s=10) == opened
+    assert hanging(silent(opened, now_ms=now, after_s=120), in_hand={2}) == [txn(1, 200)]
+    assert hanging(silent(opened, now_ms=now, after_s=10), in_hand=set()) == opened
 
 
 def test_a_groups_offsets_partition_is_the_one_kafka_uses() -> None:

@@ -32,6 +32,7 @@ every request timeout and disconnect; `apply()` makes aiokafka's do the same, an
 the silent node for a few seconds (SILENT_S) so that the update asks a broker that answers. A
 fetch gets its own bound (FETCH_SILENCE_S past its wait), as a heartbeat does: a rebalance
 cancels a fetch in flight and sends a new one, so the 30 s request timeout may never run out.
+
 aiokafka 0.14's producer can also take a record batch it will never send. `send_batch` waits
 while the partition's previous batch is in flight, then appends without looking again whether
 the producer was stopped meanwhile: `stop()` waits only for the batches it found when it began,

@@ -74,10 +74,15 @@ class OpenTransaction:
     last_write_ms: int  # the timestamp of its last batch there (the writer's clock, CreateTime)
 
 
-def hanging(opened: Iterable[OpenTransaction], in_hand: set[int], now_ms: int, after_s: float) -> list[OpenTransaction]:
-    """The transactions of `opened` that no coordinator will complete: silent for `after_s` and
-    whose producer no coordinator lists as in a transaction (`in_hand`)."""
-    return [t for t in opened if now_ms - t.last_write_ms >= after_s * 1000 and t.producer_id not in in_hand]
+def silent(opened: Iterable[OpenTransaction], now_ms: int, after_s: float) -> list[OpenTransaction]:
+    """The transactions of `opened` that have written nothing for `after_s`."""
+    return [t for t in opened if now_ms - t.last_write_ms >= after_s * 1000]
+
+
+def hanging(quiet: Iterable[OpenTransaction], in_hand: set[int]) -> list[OpenTransaction]:
+    """The transactions of `quiet` (see `silent`) that no coordinator will complete: whose producer
+    no coordinator lists as in a transaction (`in_hand`)."""
+    return [t for t in quiet if t.producer_id not in in_hand]
 
 
 def offsets_partition(group_id: str, partitions: int) -> int:
@@ -349,13 +354,10 @@ async def heal(
     `timeout_s`: then nothing is aborted this round."""
     try:
         async with asyncio.timeout(timeout_s):
-            opened = await open_transactions(client, tps)
-            silent = [t for t in opened if now_ms - t.last_write_ms >= after_s * 1000]
-            if not silent:
+            quiet = silent(await open_transactions(client, tps), now_ms, after_s)
+            if not quiet:
                 return []
-            found = hanging(
-                silent, await in_transaction(client, sorted({t.producer_id for t in silent})), now_ms, after_s
-            )
+            found = hanging(quiet, await in_transaction(client, sorted({t.producer_id for t in quiet})))
             if found:
                 await abort(client, found)
     except TimeoutError:
