@@ -147,3 +147,16 @@ def test_rss_growth_is_taken_over_the_longest_lived_process_not_across_restarts(
     assert growth is not None and growth["minutes"] >= 18 and growth["growth"] == 0.0
     assert growth["slope_mb_per_min"] == 0.0
     assert rss_growth(first[:50], warm_up_s=60) is None  # nothing after its warm-up
+
+
+def test_the_checker_waits_for_the_router_to_heal_a_hanging_transaction_before_it_judges() -> None:
+    from streamlattice.chaos.run import HEALED_WITHIN_S, settled
+    from streamlattice.router.app import HANGING_AFTER_S, HEAL_EVERY_S
+
+    # the router aborts a hanging transaction at most HANGING_AFTER_S + HEAL_EVERY_S after its last write
+    assert HEALED_WITHIN_S > HANGING_AFTER_S + HEAL_EVERY_S
+    assert settled(lost=0, held_open=0, now=1.0, settle_by=90.0, healed_by=165.0)
+    assert not settled(lost=5, held_open=0, now=60.0, settle_by=90.0, healed_by=165.0)
+    assert settled(lost=5, held_open=0, now=91.0, settle_by=90.0, healed_by=165.0)  # lost, and no hang to wait for
+    assert not settled(lost=5, held_open=2, now=91.0, settle_by=90.0, healed_by=165.0)  # the router may still heal it
+    assert settled(lost=5, held_open=2, now=166.0, settle_by=90.0, healed_by=165.0)
