@@ -160,3 +160,4 @@ def test_the_checker_waits_for_the_router_to_heal_a_hanging_transaction_before_i
     assert settled(lost=5, held_open=0, now=91.0, settle_by=90.0, healed_by=165.0)  # lost, and no hang to wait for
     assert not settled(lost=5, held_open=2, now=91.0, settle_by=90.0, healed_by=165.0)  # the router may still heal it
     assert settled(lost=5, held_open=2, now=166.0, settle_by=90.0, healed_by=165.0)
+    assert not settled(lost=5, held_open=2, now=200.0, settle_by=300.0, healed_by=165.0)  # never sooner than asked

@@ -55,7 +55,7 @@ def settled(lost: int, held_open: int, now: float, settle_by: float, healed_by: 
     abort (their answers are written, only hidden from read_committed readers)."""
     if lost == 0:
         return True
-    return now > (healed_by if held_open else settle_by)
+    return now > (max(settle_by, healed_by) if held_open else settle_by)
 
 
 @dataclass
