@@ -54,7 +54,7 @@ def main() -> None:
         rows = load.get("rows")
         if not rows:
             continue
-        t = np.array([(r.event_time_us, *(r.stamps or (0, 0, 0)), r.received_s * 1e6) for r in rows], dtype=np.float64)
+        t = harness.stamps_us(rows)
         first_us = t[:, 0].min()
         for i in np.argsort(t[:, 0] - t[:, 4])[:10]:
             legs = " ".join(f"{d:6.1f}" for d in np.diff(t[i]) / 1000)

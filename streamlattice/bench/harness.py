@@ -615,9 +615,14 @@ def _ms(v: float | None) -> str:
     return "  failed" if v is None else f"{v:7.1f} ms"
 
 
+def stamps_us(rows: list[Row]) -> np.ndarray:
+    """One row per result: when its event was handed over, consumed, inferred, produced and read (us)."""
+    return np.array([(r.event_time_us, *(r.stamps or (0, 0, 0)), r.received_s * 1e6) for r in rows], dtype=np.float64)
+
+
 def _stages(rows: list[Row]) -> dict[str, float]:
     """p99 of each stage of the worker's results: to the worker, batching and inference, to Kafka, to us."""
-    t = np.array([(r.event_time_us, *(r.stamps or (0, 0, 0)), r.received_s * 1e6) for r in rows], dtype=np.float64)
+    t = stamps_us(rows)
     names = ("to_worker", "batch_and_infer", "to_result_topic", "to_reader")
     return {n: round(float(np.percentile(t[:, i + 1] - t[:, i], 99)) / 1000, 1) for i, n in enumerate(names)}
 

@@ -505,6 +505,7 @@ def run(
         topics = [(lab.lattice.events_topic(t), lab.lattice.results_topic(t), lab.lattice.dlq_topic(t)) for t in tasks]
         progress(f"load stopped; waiting up to {settle_s:g}s for the last answers, then checking")
         stopped = time.monotonic()
+        settle_by, healed_by = stopped + settle_s, stopped + HEALED_WITHIN_S
         said = False
         while True:
             time.sleep(5)
@@ -518,9 +519,9 @@ def run(
                 bound,
             )
             now = time.monotonic()
-            if settled(verdict.lost, len(verdict.held_open), now, stopped + settle_s, stopped + HEALED_WITHIN_S):
+            if settled(verdict.lost, len(verdict.held_open), now, settle_by, healed_by):
                 break
-            if verdict.held_open and now > stopped + settle_s and not said:
+            if verdict.held_open and now > settle_by and not said:
                 progress(
                     f"{len(verdict.held_open)} partitions held open by a transaction: waiting up to "
                     f"{HEALED_WITHIN_S:g}s after the load for the router to abort it"
