@@ -450,6 +450,60 @@ def test_the_outbox_waits_out_a_partition_without_a_leader(cluster: Cluster) -> 
     assert keys == sorted(keys, key=int), "out of order"
 
 
+@pytest.mark.timeout(120)
+def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> None:
+    """A result topic the cluster's metadata does not know (its only replica down, or deleted and
+    not yet made again): handing records over raises UnknownTopicOrPartitionError after the
+    request timeout. The outbox must wait it out, not fail the worker, and deliver each record
+    once the topic is there."""
+    from aiokafka.structs import ConsumerRecord
+
+    from streamlattice.worker.outbox import Outbox
+    from streamlattice.worker.outgoing import Outgoing
+
+    settings = KafkaSettings(bootstrap=kafka, request_timeout_ms=1_500)
+    topic = f"outbox-missing-{uuid.uuid4().hex[:8]}"
+    items = [
+        Outgoing(
+            ConsumerRecord(topic, 0, i, 0, 0, None, b"", None, 0, 0, []), (topic, b"x", str(i).encode(), 0, None), None
+        )
+        for i in range(50)
+    ]
+
+    async def main() -> list[bytes]:
+        outbox = Outbox(settings, lambda item, error, attempt: None, lambda n: None)
+        await outbox.start()
+        admin = make_admin(settings)
+        await admin.start()
+        try:
+
+            async def make_topic_later() -> None:
+                await asyncio.sleep(4)  # past two request timeouts: two refusals waited out
+                await admin.create_topics([NewTopic(topic, 1, 1)])
+
+            later = asyncio.ensure_future(make_topic_later())
+            deliveries = await asyncio.wait_for(outbox.send(items), 60)  # before: UnknownTopicOrPartitionError
+            await later
+            await asyncio.wait_for(outbox.settle(deliveries), 60)
+        finally:
+            await outbox.stop()
+            await admin.close()
+        consumer = make_consumer(settings, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            keys: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(keys) < len(items) and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                    keys += [m.key for m in msgs if m.key is not None]
+            return keys
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(main()) == [str(i).encode() for i in range(50)], "lost, duplicated or out of order"
+
+
 def test_a_request_that_times_out_asks_for_metadata_and_passes_the_silent_node_over() -> None:
     """aiokafka retried a timed-out request on the same node without asking who leads now (a
     region cut kept users and workers on the cut-off broker until it came back, fixes.py)."""

@@ -36,6 +36,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
 )
 
 from streamlattice.kafka.clients import KafkaSettings, make_producer, send_batches, start_client
@@ -114,8 +115,12 @@ class Outbox:
 
         The producer holds one batch per partition until that partition's leader takes it; with
         no leader (a broker died, a region is cut) handing over the next one times out after the
-        request timeout. The outbox then hands over what is left, however long it takes: giving
-        up would stop the worker (and its task) for what is only the cluster moving."""
+        request timeout. With no replica of the partition alive, the cluster's metadata may not
+        know the topic at all (UnknownTopicOrPartitionError, also after the request timeout).
+        The outbox then hands over what is left, however long it takes: giving up would stop the
+        worker (and its task) for what is only the cluster moving. A result topic that was
+        deleted is waited out the same way, loudly, until it is made again: its events stay
+        uncommitted, so none is lost."""
         deliveries: list[Delivery] = []
         left = items
         while True:
@@ -124,19 +129,35 @@ class Outbox:
             waiting: BaseException | None = None
             try:
                 await send_batches(producer, [item.message for item in left], handed)
-            except (KafkaTimeoutError, ProducerClosed) as e:  # closed: `settle` just replaced it
+            except ProducerClosed as e:  # `settle` just replaced it
+                waiting = e
+            except KafkaError as e:
+                if not is_resendable(e):
+                    raise
                 waiting = e
             deliveries += [Delivery(future, [left[i] for i in held], producer) for future, held in handed]
             if waiting is None:
                 return deliveries
             taken = {i for _, held in handed for i in held}
             left = [item for i, item in enumerate(left) if i not in taken]
-            log.warning(
-                "%d records for %s wait for their partition's leader (%r); handing them over again",
-                len(left),
-                where(left[0]),
-                waiting,
-            )
+            if isinstance(waiting, UnknownTopicOrPartitionError):
+                log.warning(
+                    "%d records for %s: topic %s is not in the cluster's metadata (%r): its replicas are down, or "
+                    "it was deleted (`streamlattice topics init` makes it again); handing them over again",
+                    len(left),
+                    where(left[0]),
+                    left[0].message[0],
+                    waiting,
+                )
+            else:
+                log.warning(
+                    "%d records for %s wait for their partition's leader (%r); handing them over again",
+                    len(left),
+                    where(left[0]),
+                    waiting,
+                )
+            if not isinstance(waiting, (KafkaTimeoutError, UnknownTopicOrPartitionError, ProducerClosed)):
+                await asyncio.sleep(RESEND_PAUSE_S)  # the others waited a request timeout already
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Return once every record of `deliveries` is delivered, in some form, or set aside."""
