@@ -455,7 +455,7 @@ def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> N
     """A result topic the cluster's metadata does not know (its only replica down, or deleted and
     not yet made again): handing records over raises UnknownTopicOrPartitionError after the
     request timeout. The outbox must wait it out, not fail the worker, and deliver each record
-    once the topic is there."""
+    once the topic is there, in order per partition."""
     from aiokafka.structs import ConsumerRecord
 
     from streamlattice.worker.outbox import Outbox
@@ -463,14 +463,17 @@ def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> N
 
     settings = KafkaSettings(bootstrap=kafka, request_timeout_ms=1_500)
     topic = f"outbox-missing-{uuid.uuid4().hex[:8]}"
+    partitions = 4
     items = [
         Outgoing(
-            ConsumerRecord(topic, 0, i, 0, 0, None, b"", None, 0, 0, []), (topic, b"x", str(i).encode(), 0, None), None
+            ConsumerRecord(topic, i % partitions, i, 0, 0, None, b"", None, 0, 0, []),
+            (topic, b"x", str(i).encode(), i % partitions, None),
+            None,
         )
-        for i in range(50)
+        for i in range(200)
     ]
 
-    async def main() -> list[bytes]:
+    async def main() -> dict[int, list[bytes]]:
         outbox = Outbox(settings, lambda item, error, attempt: None, lambda n: None)
         await outbox.start()
         admin = make_admin(settings)
@@ -479,7 +482,7 @@ def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> N
 
             async def make_topic_later() -> None:
                 await asyncio.sleep(4)  # past two request timeouts: two refusals waited out
-                await admin.create_topics([NewTopic(topic, 1, 1)])
+                await admin.create_topics([NewTopic(topic, partitions, 1)])
 
             later = asyncio.ensure_future(make_topic_later())
             deliveries = await asyncio.wait_for(outbox.send(items), 60)  # before: UnknownTopicOrPartitionError
@@ -491,17 +494,18 @@ def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> N
         consumer = make_consumer(settings, auto_offset_reset="earliest")
         await consumer.start()
         try:
-            consumer.assign([TopicPartition(topic, 0)])
-            keys: list[bytes] = []
+            consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+            keys: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
             deadline = time.monotonic() + 30
-            while len(keys) < len(items) and time.monotonic() < deadline:
-                for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-                    keys += [m.key for m in msgs if m.key is not None]
+            while sum(map(len, keys.values())) < len(items) and time.monotonic() < deadline:
+                for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
+                    keys[tp.partition] += [m.key for m in msgs if m.key is not None]
             return keys
         finally:
             await consumer.stop()
 
-    assert asyncio.run(main()) == [str(i).encode() for i in range(50)], "lost, duplicated or out of order"
+    expected = {p: [str(i).encode() for i in range(p, len(items), partitions)] for p in range(partitions)}
+    assert asyncio.run(main()) == expected, "lost, duplicated or out of order"
 
 
 def test_a_request_that_times_out_asks_for_metadata_and_passes_the_silent_node_over() -> None:
