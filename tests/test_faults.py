@@ -388,6 +388,24 @@ def test_a_heartbeat_to_a_silent_coordinator_gives_up_after_the_session_timeout(
     assert 0.3 <= time.monotonic() - started < 2.0
 
 
+async def read_keys(
+    settings: KafkaSettings, topic: str, partitions: int, count: int, within_s: float
+) -> dict[int, list[bytes]]:
+    """The keys of `topic`'s records by partition, in offset order, once `count` are read or `within_s` is up."""
+    consumer = make_consumer(settings, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        keys: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + within_s
+        while sum(map(len, keys.values())) < count and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
+                keys[tp.partition] += [m.key for m in msgs if m.key is not None]
+        return keys
+    finally:
+        await consumer.stop()
+
+
 @pytest.mark.timeout(180)
 def test_the_outbox_waits_out_a_partition_without_a_leader(cluster: Cluster) -> None:
     """Results for a partition whose only replica is down: the producer holds one batch for it and
@@ -432,18 +450,7 @@ def test_the_outbox_waits_out_a_partition_without_a_leader(cluster: Cluster) -> 
             assert sorted(x.source.offset for d in deliveries for x in d.items) == list(range(1, 201))
         finally:
             await outbox.stop()
-        consumer = make_consumer(settings, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            consumer.assign([TopicPartition(topic, 0)])
-            keys: list[bytes] = []
-            deadline = time.monotonic() + 60
-            while len(keys) < 201 and time.monotonic() < deadline:
-                for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-                    keys += [m.key for m in msgs if m.key is not None]
-            return keys
-        finally:
-            await consumer.stop()
+        return (await read_keys(settings, topic, 1, 201, within_s=60))[0]
 
     keys = asyncio.run(main())
     assert sorted(keys, key=int) == [str(i).encode() for i in range(201)], "lost, duplicated or out of order"
@@ -491,18 +498,7 @@ def test_the_outbox_waits_out_a_topic_missing_from_the_metadata(kafka: str) -> N
         finally:
             await outbox.stop()
             await admin.close()
-        consumer = make_consumer(settings, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-            keys: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-            deadline = time.monotonic() + 30
-            while sum(map(len, keys.values())) < len(items) and time.monotonic() < deadline:
-                for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
-                    keys[tp.partition] += [m.key for m in msgs if m.key is not None]
-            return keys
-        finally:
-            await consumer.stop()
+        return await read_keys(settings, topic, partitions, len(items), within_s=30)
 
     expected = {p: [str(i).encode() for i in range(p, len(items), partitions)] for p in range(partitions)}
     assert asyncio.run(main()) == expected, "lost, duplicated or out of order"

@@ -129,10 +129,8 @@ class Outbox:
             waiting: BaseException | None = None
             try:
                 await send_batches(producer, [item.message for item in left], handed)
-            except ProducerClosed as e:  # `settle` just replaced it
-                waiting = e
             except KafkaError as e:
-                if not is_resendable(e):
+                if not (is_resendable(e) or isinstance(e, ProducerClosed)):  # closed: `settle` just replaced it
                     raise
                 waiting = e
             deliveries += [Delivery(future, [left[i] for i in held], producer) for future, held in handed]
@@ -140,22 +138,13 @@ class Outbox:
                 return deliveries
             taken = {i for _, held in handed for i in held}
             left = [item for i, item in enumerate(left) if i not in taken]
-            if isinstance(waiting, UnknownTopicOrPartitionError):
-                log.warning(
-                    "%d records for %s: topic %s is not in the cluster's metadata (%r): its replicas are down, or "
-                    "it was deleted (`streamlattice topics init` makes it again); handing them over again",
-                    len(left),
-                    where(left[0]),
-                    left[0].message[0],
-                    waiting,
-                )
-            else:
-                log.warning(
-                    "%d records for %s wait for their partition's leader (%r); handing them over again",
-                    len(left),
-                    where(left[0]),
-                    waiting,
-                )
+            why = (
+                f"topic {left[0].message[0]} is not in the cluster's metadata: its replicas are down, or it was "
+                "deleted (`streamlattice topics init` makes it again)"
+                if isinstance(waiting, UnknownTopicOrPartitionError)
+                else "they wait for their partition's leader"
+            )
+            log.warning("%d records for %s: %s (%r); handing them over again", len(left), where(left[0]), why, waiting)
             if not isinstance(waiting, (KafkaTimeoutError, UnknownTopicOrPartitionError, ProducerClosed)):
                 await asyncio.sleep(RESEND_PAUSE_S)  # the others waited a request timeout already
 
