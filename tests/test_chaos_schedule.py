@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -141,12 +143,31 @@ def test_a_run_without_faults_has_no_recoveries_and_the_lag_trend_shows_a_backlo
 def test_rss_growth_is_taken_over_the_longest_lived_process_not_across_restarts() -> None:
     from streamlattice.chaos.run import rss_growth
 
-    first = [(float(t), 100.0 + t / 60, 1) for t in range(0, 300)]  # grows 1 MB/min, then killed
-    second = [(float(t), 80.0, 2) for t in range(300, 1500)]  # a fresh process, flat for 20 minutes
+    first = [(float(t), 100.0 + t / 60, 1, 4) for t in range(0, 300)]  # grows 1 MB/min, then killed
+    # a fresh process, flat for 20 minutes; it takes two more partitions 10 minutes in
+    second = [(float(t), 80.0, 2, 3 if t < 900 else 5) for t in range(300, 1500)]
     growth = rss_growth(first + second, warm_up_s=60)
     assert growth is not None and growth["minutes"] >= 18 and growth["growth"] == 0.0
     assert growth["slope_mb_per_min"] == 0.0
+    assert (growth["partitions_first"], growth["partitions_last"], growth["partitions_max"]) == (3, 5, 5)
     assert rss_growth(first[:50], warm_up_s=60) is None  # nothing after its warm-up
+
+
+def test_the_partitions_a_worker_holds_are_read_from_its_last_logged_assignment(tmp_path: Path) -> None:
+    from streamlattice.chaos.run import Proc
+
+    log = tmp_path / "w.log"
+    proc = Proc("w", [], log)
+    assert proc.partitions_held() == 0  # no log yet
+    log.write_text("node w assigned partitions [0, 3, 7] (ready in 0.01s)\nnode w: rebalance: drained\n")
+    assert proc.partitions_held() == 3
+    with log.open("a") as f:
+        f.write("node w assigned partitions [] (ready in 0.00s)\nnode w assigned partitions [1, 2")  # a half line
+    assert proc.partitions_held() == 0
+    with log.open("a") as f:
+        f.write("] (ready in 0.02s)\n")
+    assert proc.partitions_held() == 2
+    assert proc.partitions_held() == 2  # nothing new: the same count
 
 
 def test_the_checker_waits_for_the_router_to_heal_a_hanging_transaction_before_it_judges() -> None:

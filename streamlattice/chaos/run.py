@@ -67,11 +67,15 @@ class Proc:
     log: Path
     popen: subprocess.Popen[bytes] | None = None
     peak_rss_mb: float = 0.0
-    rss: list[tuple[float, float, int]] = field(default_factory=list)  # (seconds into the run, MB, process pid)
+    # (seconds into the run, MB, process pid, partitions it held then)
+    rss: list[tuple[float, float, int, int]] = field(default_factory=list)
     restarts: int = 0
+    held: int = 0  # partitions in the process's last "assigned partitions [...]" line
+    _read_to: int = field(default=0, init=False, repr=False)  # how far `partitions_held` has read its log
 
     def start(self, env: dict[str, str]) -> None:
         """Start (or start again) the process in its log's folder; its output goes on the end of its log."""
+        self.held, self._read_to = 0, self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "streamlattice", *self.args], stdout=out, stderr=out, env=env, cwd=self.log.parent
@@ -98,6 +102,23 @@ class Proc:
     def text(self) -> str:
         """What it logged so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def partitions_held(self) -> int:
+        """How many partitions the process holds, by the last assignment it logged (read on from
+        where the last call stopped, to the last whole line)."""
+        if not self.log.exists():
+            return self.held
+        with self.log.open("rb") as f:
+            f.seek(self._read_to)
+            new = f.read()
+        whole = new[: new.rfind(b"\n") + 1]
+        self._read_to += len(whole)
+        for m in ASSIGNED.finditer(whole.decode(errors="replace")):
+            self.held = len(m.group(1).split(",")) if m.group(1).strip() else 0
+        return self.held
+
+
+ASSIGNED = re.compile(r"assigned partitions \[([^\]]*)\]")
 
 
 class Lab:
@@ -265,7 +286,7 @@ class Lab:
                 except OSError:  # it exited between the check and the read
                     continue
                 if mb is not None:
-                    w.rss.append((at, mb, w.popen.pid))
+                    w.rss.append((at, mb, w.popen.pid, w.partitions_held()))
                     w.peak_rss_mb = max(w.peak_rss_mb, mb)
 
     # ---- brokers, for the nemesis -----------------------------------------------------------
@@ -432,31 +453,36 @@ def leader_of_most(bootstrap: str, topics: list[str]) -> int:
     return max(counts, key=lambda n: counts[n])
 
 
-def rss_growth(samples: list[tuple[float, float, int]], warm_up_s: float) -> dict[str, float] | None:
+def rss_growth(samples: list[tuple[float, float, int, int]], warm_up_s: float) -> dict[str, float] | None:
     """RSS of a worker's longest-lived process after its own warm-up: the first and last minute's
-    means, the growth between them, and the slope (MB/min) over its last 20 minutes. A worker
+    means, the growth between them, and the slope (MB/min) over its last 20 minutes; beside them,
+    the partitions it held in the first and last minute and at most, since a worker that takes
+    partitions of a backlog keeps a fetch per partition (intake.FETCH_PARTITION_BYTES). A worker
     restarted by a fault has several processes; growth across them would measure nothing."""
-    runs: dict[int, list[tuple[float, float]]] = {}
-    for t, mb, pid in samples:
-        runs.setdefault(pid, []).append((t, mb))
-    longest: list[tuple[float, float]] = []
+    runs: dict[int, list[tuple[float, float, int]]] = {}
+    for t, mb, pid, held in samples:
+        runs.setdefault(pid, []).append((t, mb, held))
+    longest: list[tuple[float, float, int]] = []
     for points in runs.values():
-        after = [(t, mb) for t, mb in points if t >= points[0][0] + warm_up_s]
+        after = [p for p in points if p[0] >= points[0][0] + warm_up_s]
         if len(after) >= 10 and (not longest or after[-1][0] - after[0][0] > longest[-1][0] - longest[0][0]):
             longest = after
     if not longest:
         return None
     t0, t1 = longest[0][0], longest[-1][0]
-    first = [mb for t, mb in longest if t <= t0 + 60]
-    last = [mb for t, mb in longest if t >= t1 - 60]
-    slope = slope_per_min([(t, mb) for t, mb in longest if t >= t1 - TREND_S])
-    start, end = sum(first) / len(first), sum(last) / len(last)
+    first = [p for p in longest if p[0] <= t0 + 60]
+    last = [p for p in longest if p[0] >= t1 - 60]
+    slope = slope_per_min([(t, mb) for t, mb, _ in longest if t >= t1 - TREND_S])
+    start, end = sum(p[1] for p in first) / len(first), sum(p[1] for p in last) / len(last)
     return {
         "minutes": round((t1 - t0) / 60, 1),
         "first_mb": round(start, 1),
         "last_mb": round(end, 1),
         "growth": round(end / start - 1, 4),
         "slope_mb_per_min": round(slope, 3),
+        "partitions_first": max(p[2] for p in first),
+        "partitions_last": max(p[2] for p in last),
+        "partitions_max": max(p[2] for p in longest),
     }
 
 
@@ -541,8 +567,8 @@ def run(
                     "peak_rss_mb": round(w.peak_rss_mb, 1),
                     "restarts": w.restarts,
                     "rss": rss_growth(w.rss, warm_up_s=min(120.0, schedule.minutes * 20)),
-                    # every 10th sample (about one per 10 s), to look at again: (s, MB, pid)
-                    "rss_samples": [(round(t, 1), round(mb, 1), pid) for t, mb, pid in w.rss[::10]],
+                    # every 10th sample (about one per 10 s), to look at again: (s, MB, pid, partitions held)
+                    "rss_samples": [(round(t, 1), round(mb, 1), pid, held) for t, mb, pid, held in w.rss[::10]],
                 }
                 for w in lab.workers
             },
@@ -668,10 +694,17 @@ def markdown(reports: list[dict[str, Any]], session_timeout_s: float = 10.0) -> 
     rss = [x for x in lived if x.get("minutes", 0) >= SOAK_MINUTES]
     lags = [r["verdict"].get("lag") or {} for r in soaks]
     growth = max((x["growth"] for x in rss), default=0.0)
+    worst_rss: dict[str, Any] = max(rss, key=lambda x: x["growth"], default={})
+    held = (
+        f" (it held {worst_rss['partitions_first']} partitions in its first minute, "
+        f"{worst_rss['partitions_last']} in its last, {worst_rss['partitions_max']} at most)"
+        if "partitions_max" in worst_rss
+        else ""
+    )
     targets += [
         f"| soak: RSS growth after warm-up < 10%, worker processes that lived {SOAK_MINUTES:g}+ min | "
         + (
-            f"{len(rss)} processes in {len(soaks)} runs, worst growth {growth:.1%}, slopes "
+            f"{len(rss)} processes in {len(soaks)} runs, worst growth {growth:.1%}{held}, slopes "
             f"{min(x['slope_mb_per_min'] for x in rss):+.2f} to {max(x['slope_mb_per_min'] for x in rss):+.2f} MB/min"
             if rss
             else "no soak run"
